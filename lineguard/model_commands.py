@@ -1,0 +1,150 @@
+"""Commands about the model: train, eval, score."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("lineguard")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="train a model on a folder of good images")
+    train.add_argument("data", type=Path, help="folder of good images, or an MVTec-layout category (uses train/good)")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    train.add_argument("--teacher-weights", help="ImageNet VGG weights file, or 'random' (tests only)")
+    train.add_argument("--backbone", choices=["vgg16", "vgg19"])
+    train.add_argument("--taps", help="comma-separated teacher layers, e.g. relu2_2,relu3_3,relu4_3")
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--student-width", type=float)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--augment-views", type=int)
+    train.add_argument("--false-reject-rate", type=float, help="expected share of good parts flagged (default 0.01)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    train.add_argument("--seed", type=int)
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(handler=run_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model on an MVTec-layout category")
+    evaluate.add_argument("model", type=Path, help="checkpoint file")
+    evaluate.add_argument("category", type=Path, help="MVTec-layout folder with test/ and ground_truth/")
+    evaluate.add_argument("--report", type=Path, required=True, help="folder for metrics.json and pictures")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(handler=run_eval)
+
+    score = commands.add_parser("score", help="score images; one JSON line per image")
+    score.add_argument("model", type=Path, help="checkpoint file")
+    score.add_argument("paths", type=Path, nargs="+", help="image files or folders of images")
+    score.add_argument("--heatmaps", type=Path, help="folder for heatmap overlays")
+    score.add_argument("--device", default="auto")
+    score.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    score.add_argument("--batch-size", type=int, default=8)
+    score.set_defaults(handler=run_score)
+
+
+def _given(args: argparse.Namespace, names: dict[str, str]) -> dict:
+    """The options the user actually gave, keyed by setting name; the rest keep their defaults."""
+    return {setting: getattr(args, option) for option, setting in names.items() if getattr(args, option) is not None}
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from model.recipe import Recipe, TrainingSettings
+    from model.training import train
+
+    recipe_options = _given(args, {"backbone": "backbone", "image_size": "image_size", "student_width": "student_width"})
+    if args.taps:
+        recipe_options["taps"] = [tap.strip() for tap in args.taps.split(",") if tap.strip()]
+    recipe = Recipe(**recipe_options)
+    settings = TrainingSettings(
+        device=args.device,
+        **_given(
+            args,
+            {
+                "epochs": "epochs",
+                "batch_size": "batch_size",
+                "augment_views": "augment_views",
+                "false_reject_rate": "false_reject_rate",
+                "precision": "precision",
+                "seed": "seed",
+            },
+        ),
+    )
+    result = train(args.data, args.out, recipe, settings, args.teacher_weights, progress=not args.no_progress)
+    log.info(
+        "saved %s (version %s): best epoch %d, threshold %.4f, %.0f s",
+        result.checkpoint, result.version, result.best_epoch, result.threshold, result.seconds,
+    )
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from model.checkpoint import load_checkpoint
+    from model.evaluation import evaluate
+
+    model = load_checkpoint(args.model, device=args.device, precision=args.precision)
+    if model.random_teacher:
+        log.warning("model %s was trained with a RANDOM teacher: its scores are not those of the real method", model.version)
+    figures = evaluate(model, args.category, args.report, progress=not args.no_progress)
+    print(json.dumps(figures))
+    return 0
+
+
+def expand_image_paths(paths: list[Path]) -> list[Path]:
+    """Files as given, folders expanded to their files (sorted). A missing path is an error."""
+    expanded = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file())
+            if not files:
+                raise ValueError(f"folder {path} is empty")
+            expanded += files
+        elif path.is_file():
+            expanded.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return expanded
+
+
+def run_score(args: argparse.Namespace) -> int:
+    import cv2
+
+    from model.checkpoint import load_checkpoint
+    from model.errors import InvalidImageError
+    from model.images import read_image
+    from model.report import overlay_heatmap
+
+    files = expand_image_paths(args.paths)
+    model = load_checkpoint(args.model, device=args.device, precision=args.precision)
+    if model.random_teacher:
+        log.warning("model %s was trained with a RANDOM teacher: its scores are not those of the real method", model.version)
+    if args.heatmaps:
+        args.heatmaps.mkdir(parents=True, exist_ok=True)
+    skipped = []
+    for start in range(0, len(files), args.batch_size):
+        batch_paths, images = [], []
+        for path in files[start : start + args.batch_size]:
+            try:
+                images.append(read_image(path))
+                batch_paths.append(path)
+            except InvalidImageError as error:
+                skipped.append(str(path))
+                log.warning("skipping %s", error)
+        for path, image, result in zip(batch_paths, images, model.score_images(images)):
+            line = {"path": str(path), "score": round(result.score, 6), "is_anomaly": result.is_anomaly, "raw_score": result.raw_score}
+            print(json.dumps(line), flush=True)
+            if args.heatmaps:
+                overlay = overlay_heatmap(image, model.calibration.normalise(result.anomaly_map), 0.0, 1.0)
+                cv2.imwrite(str(args.heatmaps / f"{path.stem}_heatmap.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    if skipped:
+        log.warning("skipped %d file(s) that are not readable images: %s", len(skipped), ", ".join(skipped))
+    if len(skipped) == len(files):
+        print("lineguard score: error: none of the given files is a readable image", file=sys.stderr)
+        return 2
+    return 0

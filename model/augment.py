@@ -1,0 +1,29 @@
+"""Mild augmentation of good training images.
+
+Only changes a line's camera really produces: small shifts, rotations and scale changes of the
+part, and small changes of exposure. No flips: on many parts orientation is what a defect breaks.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MAX_SHIFT_FRACTION = 0.03
+MAX_ROTATION_DEGREES = 3.0
+MAX_SCALE_CHANGE = 0.03
+MAX_GAIN_CHANGE = 0.08
+MAX_OFFSET_CHANGE = 8.0
+
+
+def augmented_view(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(H,W,3) uint8 RGB -> a randomly shifted, rotated, scaled and re-exposed copy of it."""
+    height, width = image.shape[:2]
+    angle = rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES)
+    scale = 1.0 + rng.uniform(-MAX_SCALE_CHANGE, MAX_SCALE_CHANGE)
+    matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, scale)
+    matrix[:, 2] += rng.uniform(-MAX_SHIFT_FRACTION, MAX_SHIFT_FRACTION, size=2) * (width, height)
+    warped = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    gain = 1.0 + rng.uniform(-MAX_GAIN_CHANGE, MAX_GAIN_CHANGE)
+    offset = rng.uniform(-MAX_OFFSET_CHANGE, MAX_OFFSET_CHANGE)
+    return np.clip(warped.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)

@@ -1,0 +1,131 @@
+"""One self-contained checkpoint file per model.
+
+It holds plain types and tensors only, so it loads with `weights_only=True`: the format marker and
+version, the recipe, every weight (the teacher's too, so a worker on another machine needs nothing
+but this file), the position prior, the calibration, the teacher's source, a summary of the
+training data, metrics when known, and the library versions that made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydantic
+import torch
+import torchvision
+
+from model.calibration import Calibration
+from model.devices import resolve_device, resolve_precision
+from model.errors import CheckpointError
+from model.recipe import Recipe
+from model.scoring import InspectionModel, TeacherStudent
+
+CHECKPOINT_FORMAT = "lineguard-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+def library_versions() -> dict[str, str]:
+    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__), "numpy": str(np.__version__)}
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe copy of metadata: numpy scalars become Python numbers, paths strings. Keeps the
+    checkpoint loadable with `weights_only=True` and its metadata storable as JSON in the store."""
+
+    def convert(item: Any) -> Any:
+        if isinstance(item, np.generic):
+            return item.item()
+        if isinstance(item, Path):
+            return str(item)
+        raise TypeError(f"checkpoint metadata cannot hold {type(item).__name__}")
+
+    return json.loads(json.dumps(value, default=convert))
+
+
+def model_version(network: TeacherStudent) -> str:
+    """A content hash of the recipe and the learnt state: same model, same version, on any machine."""
+    digest = hashlib.sha256(network.recipe.model_dump_json().encode())
+    for key, tensor in sorted(network.state_dict().items()):
+        if not key.startswith("teacher."):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    return f"ts-{digest.hexdigest()[:12]}"
+
+
+def save_checkpoint(
+    path: str | Path,
+    network: TeacherStudent,
+    calibration: Calibration,
+    teacher_source: str,
+    training_data: dict[str, Any],
+    metrics: dict[str, float] | None = None,
+) -> str:
+    """Write the checkpoint atomically; returns the model version."""
+    path = Path(path)
+    version = model_version(network)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "version": version,
+        "recipe": json.loads(network.recipe.model_dump_json()),
+        "state_dict": {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()},
+        "calibration": plain(calibration.to_dict()),
+        "teacher_source": teacher_source,
+        "random_teacher": teacher_source.startswith("random"),
+        "training_data": plain(training_data),
+        "metrics": plain(metrics),
+        "library_versions": library_versions(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_bytes(buffer.getvalue())
+    temporary.replace(path)
+    return version
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, checked to be a lineguard checkpoint of a supported version."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and torch errors alike mean "not ours"
+        raise CheckpointError(f"{path} is not a lineguard checkpoint (unreadable as one: {type(error).__name__})") from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a lineguard checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    found = payload.get("format_version")
+    if found != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} is a lineguard checkpoint of format version {found}; this lineguard reads version "
+            f"{CHECKPOINT_FORMAT_VERSION}. Retrain the model or use a matching lineguard."
+        )
+    return payload
+
+
+def load_checkpoint(path: str | Path, device: str = "auto", precision: str = "auto") -> InspectionModel:
+    """A ready-to-score model from a checkpoint file."""
+    payload = read_checkpoint(path)
+    try:
+        recipe = Recipe.model_validate(payload["recipe"])
+        calibration = Calibration.from_dict(payload["calibration"])
+        network = TeacherStudent(recipe)
+        network.load_state_dict(payload["state_dict"], strict=True)
+    except (KeyError, TypeError, RuntimeError, pydantic.ValidationError) as error:
+        raise CheckpointError(f"{path} is a damaged or incompatible lineguard checkpoint: {error}") from error
+    torch_device = resolve_device(device)
+    return InspectionModel(
+        network=network,
+        calibration=calibration,
+        version=payload["version"],
+        teacher_source=payload["teacher_source"],
+        device=torch_device,
+        precision=resolve_precision(precision, torch_device),
+    )

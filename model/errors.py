@@ -1,0 +1,21 @@
+"""Errors raised by the model package. Each message names the file, argument or shape at fault."""
+
+
+class ModelError(Exception):
+    """Base class of every error the model package raises on purpose."""
+
+
+class InvalidImageError(ModelError):
+    """An image could not be decoded or has an unusable shape or depth."""
+
+
+class DatasetError(ModelError):
+    """A training or evaluation folder is missing, empty or inconsistent."""
+
+
+class TeacherWeightsError(ModelError):
+    """No ImageNet weights could be found for the teacher."""
+
+
+class CheckpointError(ModelError):
+    """A file is not a lineguard checkpoint, or is from an incompatible version."""

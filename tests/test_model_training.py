@@ -1,0 +1,137 @@
+import json
+
+import numpy as np
+import pytest
+
+from model.checkpoint import load_checkpoint, read_checkpoint
+from model.errors import DatasetError
+from model.evaluation import evaluate
+from model.images import list_images, read_image
+from model.recipe import Recipe, TrainingSettings
+from model.training import train
+
+
+@pytest.fixture(scope="module")
+def small_model(small_checkpoint):
+    return load_checkpoint(small_checkpoint, device="cpu", precision="fp32")
+
+
+def test_synthetic_defects_score_higher_than_good_parts(small_model, synthetic_category):
+    good = [read_image(p) for p in list_images(synthetic_category / "test" / "good")]
+    defective = [read_image(p) for p in list_images(synthetic_category / "test" / "defective")]
+    good_scores = [r.raw_score for r in small_model.score_images(good)]
+    defect_scores = [r.raw_score for r in small_model.score_images(defective)]
+    pairs_ranked_right = np.mean([d > g for d in defect_scores for g in good_scores])
+    assert pairs_ranked_right >= 0.9, (good_scores, defect_scores)
+
+
+def test_maps_come_back_at_each_images_own_size(small_model):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (90, 160, 3), dtype=np.uint8), rng.integers(0, 255, (200, 120, 3), dtype=np.uint8)]
+    results = small_model.score_images(images)
+    assert [r.anomaly_map.shape for r in results] == [(90, 160), (200, 120)]
+    for result in results:
+        assert 0.0 <= result.score <= 1.0
+        assert result.is_anomaly == (result.score > 0.5)
+
+
+def test_checkpoint_records_recipe_teacher_calibration_and_data(small_checkpoint, teacher_weights):
+    payload = read_checkpoint(small_checkpoint)
+    assert payload["recipe"]["image_size"] == 128 and payload["recipe"]["taps"] == ["relu2_2", "relu3_3"]
+    assert payload["teacher_source"] == f"file:{teacher_weights.resolve()}"
+    assert payload["random_teacher"] is False
+    assert payload["training_data"]["n_images"] == 12
+    assert payload["training_data"]["n_train"] + payload["training_data"]["n_validation"] == 12
+    assert payload["calibration"]["false_reject_rate"] == 0.01
+    assert set(payload["library_versions"]) >= {"torch", "torchvision", "numpy"}
+
+
+def test_checkpoint_round_trip_scores_identically(small_checkpoint, synthetic_category):
+    images = [read_image(p) for p in list_images(synthetic_category / "test" / "defective")[:2]]
+    first = load_checkpoint(small_checkpoint, device="cpu", precision="fp32")
+    second = load_checkpoint(small_checkpoint, device="cpu", precision="fp32")
+    assert first.version == second.version
+    for a, b in zip(first.score_images(images), second.score_images(images)):
+        assert a.raw_score == pytest.approx(b.raw_score, rel=1e-5)
+        assert np.allclose(a.anomaly_map, b.anomaly_map, atol=1e-5)
+
+
+def test_bf16_scores_rank_like_fp32(small_checkpoint, synthetic_category):
+    images = [read_image(p) for p in sorted((synthetic_category / "test").rglob("*.png"))]
+    fp32 = [r.raw_score for r in load_checkpoint(small_checkpoint, device="cpu", precision="fp32").score_images(images)]
+    bf16 = [r.raw_score for r in load_checkpoint(small_checkpoint, device="cpu", precision="bf16").score_images(images)]
+    assert np.corrcoef(fp32, bf16)[0, 1] > 0.98
+
+
+def test_evaluation_writes_metrics_and_pictures(small_model, synthetic_category, tmp_path):
+    figures = evaluate(small_model, synthetic_category, tmp_path / "report", progress=False)
+    written = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert set(written) == {"image_auroc", "pixel_auroc", "aupro", "image_f1_max", "n_good", "n_defective", "seconds"}
+    assert written == figures
+    for key in ("image_auroc", "pixel_auroc", "aupro", "image_f1_max"):
+        assert isinstance(written[key], float) and 0.0 <= written[key] <= 1.0
+    assert (written["n_good"], written["n_defective"]) == (4, 6)
+    assert written["pixel_auroc"] > 0.8
+    for picture in ("roc_curves.png", "score_histogram.png"):
+        assert (tmp_path / "report" / picture).stat().st_size > 5000
+    assert len(list((tmp_path / "report" / "worst_misses").glob("*.png"))) == 6
+    assert len((tmp_path / "report" / "scores.csv").read_text().splitlines()) == 11
+
+
+def test_evaluation_names_a_defect_image_without_its_mask(small_model, synthetic_category, tmp_path):
+    import shutil
+
+    broken = tmp_path / "category"
+    shutil.copytree(synthetic_category, broken)
+    (broken / "ground_truth" / "defective" / "002_mask.png").unlink()
+    with pytest.raises(DatasetError, match="002.png has no mask"):
+        evaluate(small_model, broken, tmp_path / "report", progress=False)
+
+
+def test_evaluation_names_a_mask_of_another_size(small_model, synthetic_category, tmp_path):
+    import shutil
+
+    import cv2
+
+    broken = tmp_path / "category"
+    shutil.copytree(synthetic_category, broken)
+    cv2.imwrite(str(broken / "ground_truth" / "defective" / "001_mask.png"), np.zeros((10, 10), np.uint8))
+    with pytest.raises(DatasetError, match="001_mask.png is 10x10"):
+        evaluate(small_model, broken, tmp_path / "report", progress=False)
+
+
+def test_training_skips_unreadable_files_and_records_them(tmp_path, synthetic_category, teacher_weights, caplog):
+    import shutil
+
+    folder = tmp_path / "good"
+    shutil.copytree(synthetic_category / "train" / "good", folder)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    recipe = Recipe(image_size=64, student_width=0.125, taps=["relu2_2"])
+    settings = TrainingSettings(epochs=1, batch_size=4, augment_views=1, device="cpu")
+    train(folder, tmp_path / "m.pt", recipe, settings, str(teacher_weights), progress=False)
+    payload = read_checkpoint(tmp_path / "m.pt")
+    assert sorted(payload["training_data"]["skipped_files"]) == ["broken.png", "notes.txt"]
+    assert payload["training_data"]["layout"] == "folder"
+    assert "broken.png" in caplog.text
+
+
+def test_random_teacher_is_marked_in_the_checkpoint(tmp_path, synthetic_category):
+    recipe = Recipe(image_size=64, student_width=0.125, taps=["relu2_2"])
+    settings = TrainingSettings(epochs=1, batch_size=4, augment_views=1, device="cpu")
+    train(synthetic_category, tmp_path / "r.pt", recipe, settings, "random", progress=False)
+    model = load_checkpoint(tmp_path / "r.pt", device="cpu")
+    assert model.random_teacher and read_checkpoint(tmp_path / "r.pt")["random_teacher"] is True
+
+
+@pytest.mark.parametrize("count", [0, 3])
+def test_too_few_images_is_a_clear_error(tmp_path, synthetic_category, count):
+    import shutil
+
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for path in list_images(synthetic_category / "train" / "good")[:count]:
+        shutil.copy(path, folder)
+    with pytest.raises(DatasetError, match="at least 4 good images"):
+        train(folder, tmp_path / "m.pt", Recipe(), TrainingSettings(epochs=1, device="cpu"), "random", progress=False)
+    assert not (tmp_path / "m.pt").exists()

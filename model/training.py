@@ -87,12 +87,14 @@ def split_validation(count: int, fraction: float, rng: np.random.Generator) -> t
 class FeatureCache:
     """Teacher features of many inputs, stored in bf16 on the CPU to halve memory."""
 
-    def __init__(self, network: TeacherStudent, inputs: torch.Tensor, device: torch.device, precision: str, label: str) -> None:
+    def __init__(
+        self, network: TeacherStudent, inputs: torch.Tensor, device: torch.device, precision: str, label: str, progress: bool
+    ) -> None:
         self.inputs = inputs
         chunks: list[list[torch.Tensor]] = []
         batch = 8
         with torch.inference_mode(), autocast(device, precision):
-            for start in tqdm(range(0, len(inputs), batch), desc=f"teacher features ({label})", unit="batch", leave=False):
+            for start in tqdm(range(0, len(inputs), batch), desc=f"teacher features ({label})", unit="batch", disable=not progress):
                 maps = network.teacher(inputs[start : start + batch].to(device))
                 chunks.append([m.to("cpu", torch.bfloat16) for m in maps])
         self.features = [torch.cat(per_tap) for per_tap in zip(*chunks)]
@@ -157,8 +159,8 @@ def train(
     for index in train_idx:
         views.append(resized[index])
         views += [augmented_view(resized[index], rng) for _ in range(settings.augment_views - 1)]
-    train_cache = FeatureCache(network, to_input_tensor(views, size), device, precision, "training views")
-    val_cache = FeatureCache(network, to_input_tensor([resized[i] for i in val_idx], size), device, precision, "validation")
+    train_cache = FeatureCache(network, to_input_tensor(views, size), device, precision, "training views", progress)
+    val_cache = FeatureCache(network, to_input_tensor([resized[i] for i in val_idx], size), device, precision, "validation", progress)
 
     optimiser = torch.optim.Adam(network.student.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs)

@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lineguard.cli import main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([Path(sys.executable).parent / "lineguard", "--help"], capture_output=True, text=True, check=True)
+    for command in ("train", "eval", "score"):
+        assert command in result.stdout
+
+
+def test_train_on_a_missing_folder_is_one_clear_line(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.pt"))
+    assert code == 2
+    assert "nowhere does not exist" in err and "Traceback" not in err
+
+
+def test_train_on_an_empty_folder_says_how_many_images_are_needed(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--teacher-weights", "random")
+    assert code == 2 and "at least 4 good images" in err
+
+
+def test_bad_settings_name_the_setting(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--epochs", "0")
+    assert code == 2 and "epochs" in err
+
+
+def test_eval_refuses_a_file_that_is_not_a_checkpoint(capsys, tmp_path, synthetic_category):
+    fake = tmp_path / "fake.pt"
+    fake.write_bytes(b"not a checkpoint")
+    code, _, err = run_cli(capsys, "eval", str(fake), str(synthetic_category), "--report", str(tmp_path / "r"))
+    assert code == 2 and "is not a lineguard checkpoint" in err and "Traceback" not in err
+
+
+def test_score_prints_json_lines_and_skips_unreadable_files(capsys, caplog, tmp_path, small_checkpoint, synthetic_category):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    good = cv2.imread(str(synthetic_category / "test" / "good" / "000.png"))
+    cv2.imwrite(str(folder / "a.png"), good)
+    cv2.imwrite(str(folder / "gray16.png"), (cv2.cvtColor(good, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    code, out, err = run_cli(capsys, "score", str(small_checkpoint), str(folder), "--heatmaps", str(tmp_path / "maps"), "--device", "cpu")
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [Path(line["path"]).name for line in lines] == ["a.png", "gray16.png"]
+    for line in lines:
+        assert 0.0 <= line["score"] <= 1.0 and isinstance(line["is_anomaly"], bool)
+    assert "broken.jpg: not a decodable image" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["a_heatmap.png", "gray16_heatmap.png"]
+
+
+def test_score_of_only_bad_files_fails(capsys, tmp_path, small_checkpoint):
+    (tmp_path / "x.png").write_bytes(b"")
+    code, _, err = run_cli(capsys, "score", str(small_checkpoint), str(tmp_path / "x.png"), "--device", "cpu")
+    assert code == 2 and "none of the given files" in err
+
+
+@pytest.mark.parametrize("missing", ["nothing.png"])
+def test_score_of_a_missing_path_is_an_error(capsys, tmp_path, small_checkpoint, missing):
+    code, _, err = run_cli(capsys, "score", str(small_checkpoint), str(tmp_path / missing))
+    assert code == 2 and "no such file or folder" in err

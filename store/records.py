@@ -1,0 +1,58 @@
+"""The store's row API in one place: what workers, ingesters, the CLI and the dashboard call.
+
+Each function lives in the module of its concern; this module gathers them so callers need one import.
+"""
+
+from store.inspections import (
+    InspectionFilter,
+    InspectionRecord,
+    ReviewInfo,
+    StoredInspection,
+    inspection_detail,
+    inspections_frame,
+    write_inspections,
+)
+from store.ledger import SourceEventInfo, claim_ingested_file, recent_source_events, record_source_event
+from store.registry import (
+    ModelInfo,
+    activate_model,
+    active_model_for_line,
+    active_models,
+    get_model,
+    list_models,
+    register_model,
+)
+from store.reviews import LinePrecision, count_review_queue, review_precision, review_queue, save_review
+from store.stats import CameraCounts, LineStatus, RateBucket, defect_rate_series, line_counts, status_summary
+
+__all__ = [
+    "CameraCounts",
+    "InspectionFilter",
+    "InspectionRecord",
+    "LinePrecision",
+    "LineStatus",
+    "ModelInfo",
+    "RateBucket",
+    "ReviewInfo",
+    "SourceEventInfo",
+    "StoredInspection",
+    "activate_model",
+    "active_model_for_line",
+    "active_models",
+    "claim_ingested_file",
+    "count_review_queue",
+    "defect_rate_series",
+    "get_model",
+    "inspection_detail",
+    "inspections_frame",
+    "line_counts",
+    "list_models",
+    "recent_source_events",
+    "record_source_event",
+    "register_model",
+    "review_precision",
+    "review_queue",
+    "save_review",
+    "status_summary",
+    "write_inspections",
+]

@@ -1,0 +1,218 @@
+"""SQL tables of the store: one declarative class per table.
+
+The schema itself changes only through the Alembic migrations in ``store/migrations/versions``;
+``tests/test_store_db.py`` checks that the migrated database matches these classes. The indexes
+serve the dashboard's pages on a million inspection rows (see ``Inspection``; timed with
+``bench/dashboard.py``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    column,
+    false,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import JSON, TypeDecorator
+
+from store.errors import InvalidRecordError
+
+#: Verdicts a worker gives a frame: scored below threshold, at or above it, or not scorable.
+VERDICTS: tuple[str, ...] = ("good", "defect", "error")
+#: The verdict of a flagged frame, the one the review queue holds.
+FLAGGED_VERDICT = "defect"
+#: The verdict of a frame that could not be scored; its row carries the reason in ``error``.
+ERROR_VERDICT = "error"
+#: Verdicts a reviewer gives a flagged frame.
+REVIEW_VERDICTS: tuple[str, ...] = ("confirmed", "false_alarm")
+#: The review verdict that counts a flag as right when computing precision.
+CONFIRMED_REVIEW = "confirmed"
+
+# Deterministic constraint names, so migrations can refer to them on both dialects.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime stored as UTC.
+
+    PostgreSQL keeps it as ``timestamptz``; SQLite has no timezone, so the UTC wall time is stored
+    naive (SQLAlchemy's fixed-width text format, which sorts in time order) and made aware again on
+    read. Naive datetimes are refused: their meaning depends on the writer's clock settings.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidRecordError(f"datetime {value.isoformat()} has no timezone; give an aware UTC time")
+        in_utc = value.astimezone(UTC)
+        return in_utc.replace(tzinfo=None) if dialect.name == "sqlite" else in_utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+#: JSON documents (recipes, metrics, calibration); binary JSONB on PostgreSQL.
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+#: 64-bit ids on PostgreSQL; SQLite needs exactly INTEGER for an auto-incrementing rowid key.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base holding the store's metadata."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONDocument}
+
+
+class Inspection(Base):
+    """One scored (or unscorable) frame; written idempotently by ``frame_id``."""
+
+    __tablename__ = "inspections"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    frame_id: Mapped[str] = mapped_column(String(64), unique=True)
+    line: Mapped[str] = mapped_column(String(128))
+    camera: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(1024))
+    captured_at: Mapped[datetime]
+    enqueued_at: Mapped[datetime]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    # Not a foreign key: a worker may score with a checkpoint that was never registered.
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    score: Mapped[float | None] = mapped_column(Float)  # normalised, 0.5 at the threshold
+    raw_score: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)  # on the raw score's scale
+    verdict: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    image_key: Mapped[str | None] = mapped_column(String(512))
+    heatmap_key: Mapped[str | None] = mapped_column(String(512))
+    worker: Mapped[str | None] = mapped_column(String(128))
+    random_teacher: Mapped[bool] = mapped_column(Boolean, server_default=false())
+
+    __table_args__ = (
+        CheckConstraint(column("verdict").in_(VERDICTS), name="verdict"),
+        # Windows over all lines (counts, trends, exports): covering, so SQLite never reads the table.
+        Index(
+            "ix_inspections_finished_line_camera_verdict_captured",
+            "finished_at",
+            "line",
+            "camera",
+            "verdict",
+            "captured_at",
+        ),
+        # The same for one line or camera, and all-time counts per line (scanned in line order).
+        Index(
+            "ix_inspections_line_camera_finished_verdict_captured",
+            "line",
+            "camera",
+            "finished_at",
+            "verdict",
+            "captured_at",
+        ),
+        # The review queue and defects over time without filters, newest first.
+        Index("ix_inspections_verdict_finished", "verdict", "finished_at"),
+        # The review queue filtered by line (and camera), newest first; flag precision per line.
+        Index("ix_inspections_verdict_line_camera_finished", "verdict", "line", "camera", "finished_at"),
+    )
+
+
+class Model(Base):
+    """A trained model known to the store, with what is needed to judge and reproduce it."""
+
+    __tablename__ = "models"
+
+    version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    checkpoint_path: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime]
+    recipe: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any] | None]
+    calibration: Mapped[dict[str, Any]]
+    teacher_source: Mapped[str] = mapped_column(String(256))
+    random_teacher: Mapped[bool] = mapped_column(Boolean)
+    training_data: Mapped[dict[str, Any]]
+
+
+class LineModel(Base):
+    """The model a line scores with now; workers follow changes without a restart."""
+
+    __tablename__ = "line_models"
+
+    line: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(128), ForeignKey("models.version", ondelete="RESTRICT"))
+    activated_at: Mapped[datetime]
+
+
+class Review(Base):
+    """A person's judgement of a flagged inspection; one per inspection, a re-review replaces it."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("inspections.id", ondelete="CASCADE"), unique=True
+    )
+    verdict: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime]
+
+    __table_args__ = (CheckConstraint(column("verdict").in_(REVIEW_VERDICTS), name="verdict"),)
+
+
+class SourceEvent(Base):
+    """Something that happened to a source (connected, lost, stopped...), for the health page."""
+
+    __tablename__ = "source_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    line: Mapped[str] = mapped_column(String(128))
+    camera: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(1024))
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class IngestedFile(Base):
+    """The folder watcher's ledger: a file listed here is never published again."""
+
+    __tablename__ = "ingested_files"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source_key: Mapped[str] = mapped_column(String(256))
+    path: Mapped[str] = mapped_column(String(2048))
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[float] = mapped_column(Float)
+    ingested_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("source_key", "path"),)

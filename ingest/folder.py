@@ -1,0 +1,280 @@
+"""Folder source: image files in a directory become frames, each file exactly once.
+
+A run first takes the files already there (oldest first), then, when watching, polls for new ones.
+A file is taken only once complete (size and mtime unchanged for `stable_seconds`) and only once
+ever: it is claimed in the store before it is published, so a restart skips it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import Engine
+from tqdm import tqdm
+
+from ingest.errors import SourceUnavailableError
+from ingest.frames import Frame, check_stream_name, new_frame_id
+from ingest.publisher import Publisher
+from store.records import claim_ingested_file, record_source_event
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+"""File name endings taken as images (compared without case)."""
+
+
+_Outcome = Literal["published", "already_ingested", "vanished", "unreadable"]
+
+
+@dataclass
+class FolderStats:
+    """What one `FolderSource.run` did with the files it saw."""
+
+    published: int = 0
+    """Files handed to the publisher as frames."""
+    already_ingested: int = 0
+    """Files skipped because an earlier run had claimed them."""
+    vanished: int = 0
+    """Files that disappeared before they could be read."""
+    unreadable: int = 0
+    """Files that could not be opened or read (recorded as source events)."""
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        return (
+            f"{self.published} published, {self.already_ingested} already ingested, "
+            f"{self.vanished} vanished, {self.unreadable} unreadable"
+        )
+
+
+@dataclass(frozen=True)
+class _FileState:
+    """A file as one directory scan saw it."""
+
+    path: Path
+    size: int
+    mtime: float
+
+
+class _StabilityTracker:
+    """Tells which files kept the same size and mtime for `stable_seconds` of observation."""
+
+    def __init__(self, stable_seconds: float) -> None:
+        self._stable_seconds = stable_seconds
+        self._first_seen: dict[Path, tuple[_FileState, float]] = {}
+
+    def take_stable(self, listing: list[_FileState], now: float) -> list[_FileState]:
+        """Observe `listing` at monotonic time `now`; return the files stable since, forget them.
+
+        A file whose size or mtime changed starts its observation again; one no longer listed
+        is forgotten.
+        """
+        observed: dict[Path, tuple[_FileState, float]] = {}
+        stable: list[_FileState] = []
+        for state in listing:
+            earlier = self._first_seen.get(state.path)
+            since = earlier[1] if earlier is not None and earlier[0] == state else now
+            if now - since >= self._stable_seconds:
+                stable.append(state)
+            else:
+                observed[state.path] = (state, since)
+        self._first_seen = observed
+        return stable
+
+    @property
+    def pending(self) -> int:
+        """Files under observation, not yet stable."""
+        return len(self._first_seen)
+
+    def seconds_until_next_stable(self, now: float) -> float | None:
+        """Seconds until the earliest observed file may be stable, or None when none is observed."""
+        if not self._first_seen:
+            return None
+        earliest = min(since for _, since in self._first_seen.values())
+        return max(0.0, earliest + self._stable_seconds - now)
+
+
+class FolderSource:
+    """Image files of one directory, as frames of one line and camera."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        line: str,
+        camera: str,
+        *,
+        engine: Engine,
+        recursive: bool = False,
+        extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+        stable_seconds: float = 1.0,
+        poll_interval_s: float = 1.0,
+    ) -> None:
+        """Describe the source; nothing is read until `run`.
+
+        Args:
+            directory: folder to take images from; must exist.
+            line: production line of every frame.
+            camera: camera of every frame.
+            engine: store engine where files are claimed and source events recorded.
+            recursive: also take files in subfolders.
+            extensions: file name endings to take (any case); hidden files are never taken.
+            stable_seconds: how long a file's size and mtime must stay unchanged before it is
+                taken, so a file still being written is not published half-done.
+            poll_interval_s: time between directory scans while watching.
+        """
+        folder = Path(directory).expanduser().resolve()
+        if not folder.is_dir():
+            raise SourceUnavailableError(f"folder source {str(directory)!r} is not an existing directory")
+        if stable_seconds < 0:
+            raise ValueError(f"stable_seconds must be >= 0, got {stable_seconds}")
+        if poll_interval_s <= 0:
+            raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s}")
+        if not extensions:
+            raise ValueError("extensions must name at least one file ending, e.g. ('.png',)")
+        self.directory = folder
+        self.line = check_stream_name("line", line)
+        self.camera = check_stream_name("camera", camera)
+        self.source = f"folder:{folder}"
+        """Source label carried by every frame and source event."""
+        self.source_key = f"folder:{folder}:{line}:{camera}"
+        """Key under which files are claimed in the store: one claim per folder, line and camera."""
+        self._engine = engine
+        self._recursive = recursive
+        self._extensions = tuple(ending.lower() for ending in extensions)
+        self._stable_seconds = stable_seconds
+        self._poll_interval_s = poll_interval_s
+
+    def run(
+        self,
+        publisher: Publisher,
+        *,
+        watch: bool = False,
+        stop_event: threading.Event | None = None,
+        progress: bool = False,
+    ) -> FolderStats:
+        """Publish the folder's files (oldest first), then, if `watch`, new ones until `stop_event`.
+
+        Without `watch`, returns once every file present has been taken (files still being
+        written are waited for). Flushes `publisher` before returning.
+        """
+        stop = stop_event if stop_event is not None else threading.Event()
+        stats = FolderStats()
+        tracker = _StabilityTracker(self._stable_seconds)
+        handled: set[Path] = set()
+        # Unreadable files are retried only once their size or mtime changes.
+        unreadable: set[_FileState] = set()
+        mode = "backfill and watch" if watch else "backfill"
+        self._record("started", f"{mode} of {self.directory}")
+        try:
+            with tqdm(desc=f"{self.line}/{self.camera}", unit="file", disable=not progress) as bar:
+                while not stop.is_set():
+                    listing = [
+                        state for state in self._list_files()
+                        if state.path not in handled and state not in unreadable
+                    ]
+                    bar.total = len(handled) + len(listing)
+                    bar.refresh()
+                    stable = tracker.take_stable(listing, time.monotonic())
+                    for state in sorted(stable, key=lambda state: (state.mtime, state.path.name)):
+                        if stop.is_set():
+                            break
+                        outcome = self._ingest_file(state, publisher, stats)
+                        if outcome == "unreadable":
+                            unreadable.add(state)
+                        elif outcome != "vanished":
+                            handled.add(state.path)
+                            bar.update(1)
+                    if not watch and tracker.pending == 0:
+                        break
+                    next_stable = tracker.seconds_until_next_stable(time.monotonic())
+                    wait = self._poll_interval_s if next_stable is None else min(self._poll_interval_s, next_stable)
+                    publisher.idle(wait, stop)
+            publisher.close()
+        except Exception as error:
+            self._record("error", f"stopped by {type(error).__name__}: {error}")
+            raise
+        self._record("stopped", stats.summary())
+        logger.info("%s: %s", self.source, stats.summary())
+        return stats
+
+    def _list_files(self) -> list[_FileState]:
+        """Stat the image files now in the folder (and subfolders when recursive)."""
+        found: list[_FileState] = []
+        pending_dirs = [self.directory]
+        while pending_dirs:
+            folder = pending_dirs.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError as error:
+                logger.warning("%s: cannot list %s: %s", self.source, folder, error)
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir():
+                        if self._recursive:
+                            pending_dirs.append(Path(entry.path))
+                        continue
+                    if not entry.name.lower().endswith(self._extensions):
+                        continue
+                    status = entry.stat()
+                except OSError:
+                    continue  # vanished between listing and stat; the next scan will not see it
+                found.append(_FileState(Path(entry.path), status.st_size, status.st_mtime))
+        return found
+
+    def _ingest_file(self, state: _FileState, publisher: Publisher, stats: FolderStats) -> _Outcome:
+        """Claim and publish one stable file; count what became of it in `stats` and return it."""
+        try:
+            handle = state.path.open("rb")
+        except FileNotFoundError:
+            logger.warning("%s: %s vanished before it could be read; skipped", self.source, state.path)
+            stats.vanished += 1
+            return "vanished"
+        except OSError as error:
+            self._report_unreadable(state, error, stats)
+            return "unreadable"
+        with handle:
+            # Claimed before publishing, so a crash between the two loses the file rather than
+            # publishing it twice after a restart; opening first keeps unreadable files unclaimed.
+            if not claim_ingested_file(self._engine, self.source_key, str(state.path), state.size, state.mtime):
+                stats.already_ingested += 1
+                return "already_ingested"
+            try:
+                data = handle.read()
+            except OSError as error:
+                self._report_unreadable(state, error, stats)
+                return "unreadable"
+        # The bytes go as they are, even a corrupt image: the worker records undecodable frames.
+        publisher.publish(
+            Frame(
+                frame_id=new_frame_id(),
+                line=self.line,
+                camera=self.camera,
+                source=self.source,
+                captured_at=datetime.fromtimestamp(state.mtime, tz=timezone.utc),
+                data=data,
+                origin=state.path.relative_to(self.directory).as_posix(),
+            )
+        )
+        stats.published += 1
+        return "published"
+
+    def _report_unreadable(self, state: _FileState, error: OSError, stats: FolderStats) -> None:
+        """Log and record a file that cannot be read."""
+        message = f"cannot read {state.path}: {error}"
+        logger.error("%s: %s; skipped", self.source, message)
+        self._record("error", message)
+        stats.unreadable += 1
+
+    def _record(self, kind: str, message: str) -> None:
+        """Record a source event of this folder in the store."""
+        record_source_event(self._engine, self.line, self.camera, self.source, kind, message)

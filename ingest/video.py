@@ -1,0 +1,300 @@
+"""Video source: a video file, a camera or a network stream, as frames at a capped rate.
+
+Frames are grabbed from OpenCV and only those kept by the rate cap are decoded and encoded (JPEG,
+once). A live source that drops is reopened with exponential backoff; a file's end is the normal
+end of the run (or, with `loop`, the start of the next pass).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import cv2
+from sqlalchemy import Engine
+from tqdm import tqdm
+
+from ingest.errors import IngestError, SourceUnavailableError
+from ingest.frames import Frame, check_stream_name, new_frame_id
+from ingest.publisher import Publisher
+from store.records import record_source_event
+
+logger = logging.getLogger(__name__)
+
+JPEG_QUALITY = 95
+"""Quality of the one JPEG encoding a video frame goes through (high: the model sees it)."""
+
+STREAM_TIMEOUT_MS = 10_000
+"""OpenCV's open and read timeout for files and network streams; a stalled stream counts as dropped."""
+
+RATE_TOLERANCE_S = 1e-3
+"""Slack in the rate cap, so a frame whose timestamp rounds just below its due time is kept."""
+
+VideoKind = Literal["file", "camera", "stream"]
+"""What a video source is: a file ends; a camera or stream is live and is reopened when it drops."""
+
+
+@dataclass
+class VideoStats:
+    """What one `VideoSource.run` did."""
+
+    frames_read: int = 0
+    """Frames grabbed from the source."""
+    published: int = 0
+    """Frames encoded and handed to the publisher."""
+    skipped_by_fps_cap: int = 0
+    """Frames grabbed but not decoded, to keep to the rate cap."""
+    undecodable: int = 0
+    """Frames grabbed that OpenCV could not decode (logged)."""
+    reconnects: int = 0
+    """Times a dropped or unopened source was opened again."""
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        return (
+            f"{self.frames_read} frames read, {self.published} published, "
+            f"{self.skipped_by_fps_cap} skipped by the fps cap, {self.undecodable} undecodable, "
+            f"{self.reconnects} reconnects"
+        )
+
+
+class _RateCap:
+    """Keeps frames at most `fps` times a second by their timestamps (seconds, any origin)."""
+
+    def __init__(self, fps: float | None) -> None:
+        self._period = 1.0 / fps if fps else 0.0
+        self._due: float | None = None
+
+    def keep(self, timestamp: float) -> bool:
+        """Return whether the frame at `timestamp` is kept; timestamps must not decrease."""
+        if self._due is not None and timestamp < self._due - RATE_TOLERANCE_S:
+            return False
+        if self._due is None or timestamp >= self._due + self._period:
+            self._due = timestamp + self._period  # first frame, or fell behind: restart the schedule
+        else:
+            self._due += self._period  # stay on the schedule, so jitter does not lower the rate
+        return True
+
+
+def _parse_target(source: str | int) -> tuple[str | int, VideoKind]:
+    """Return what to give cv2.VideoCapture for `source`, and the kind of source it is."""
+    if isinstance(source, int) or source.isdigit():
+        return int(source), "camera"
+    if "://" in source:
+        return source, "stream"
+    return str(Path(source).expanduser().resolve()), "file"
+
+
+def _redact(target: str | int) -> str:
+    """Return `target` fit to show and store: a URL's password is replaced by '***'."""
+    if isinstance(target, int):
+        return f"camera {target}"
+    parts = urlsplit(target)
+    if parts.password is None:
+        return target
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class VideoSource:
+    """Frames of one video file, camera or stream, for one line and camera."""
+
+    def __init__(
+        self,
+        source: str | int,
+        line: str,
+        camera: str,
+        *,
+        engine: Engine,
+        fps_cap: float | None = None,
+        reconnect_initial_s: float = 1.0,
+        reconnect_max_s: float = 30.0,
+        max_reconnects: int | None = None,
+        loop: bool = False,
+    ) -> None:
+        """Describe the source; nothing is opened until `run`.
+
+        Args:
+            source: a video file path, a camera index (int or digits, e.g. "0"), or a URL
+                (rtsp://, http://, ...).
+            line: production line of every frame.
+            camera: camera of every frame.
+            engine: store engine where source events are recorded.
+            fps_cap: keep at most this many frames per second (by the video's own timestamps
+                for a file, by the clock for a live source); None keeps every frame.
+            reconnect_initial_s: first wait before reopening a source that failed.
+            reconnect_max_s: longest wait between reopening attempts (the wait doubles).
+            max_reconnects: give up after this many failed attempts in a row; None never does.
+            loop: for a file, start again at its end instead of stopping.
+        """
+        self._target, self.kind = _parse_target(source)
+        if fps_cap is not None and fps_cap <= 0:
+            raise ValueError(f"fps_cap must be > 0 or None, got {fps_cap}")
+        if reconnect_initial_s <= 0 or reconnect_max_s < reconnect_initial_s:
+            raise ValueError(
+                f"need 0 < reconnect_initial_s <= reconnect_max_s, got {reconnect_initial_s} and {reconnect_max_s}"
+            )
+        if max_reconnects is not None and max_reconnects < 0:
+            raise ValueError(f"max_reconnects must be >= 0 or None, got {max_reconnects}")
+        if loop and self.kind != "file":
+            raise ValueError(f"loop applies to video files only, not to {self.kind} source {_redact(self._target)!r}")
+        self.line = check_stream_name("line", line)
+        self.camera = check_stream_name("camera", camera)
+        self.source = f"video:{_redact(self._target)}"
+        """Source label carried by every frame and source event (passwords redacted)."""
+        self._engine = engine
+        self._fps_cap = fps_cap
+        self._reconnect_initial_s = reconnect_initial_s
+        self._reconnect_max_s = reconnect_max_s
+        self._max_reconnects = max_reconnects
+        self._loop = loop
+
+    def run(
+        self,
+        publisher: Publisher,
+        *,
+        stop_event: threading.Event | None = None,
+        progress: bool = False,
+    ) -> VideoStats:
+        """Publish frames until the file ends (unless looping), `stop_event` is set, or a live
+        source cannot be reopened within `max_reconnects` (SourceUnavailableError).
+
+        Flushes `publisher` before returning.
+        """
+        stop = stop_event if stop_event is not None else threading.Event()
+        stats = VideoStats()
+        self._record("started", f"{self.kind} source, fps cap {self._fps_cap or 'none'}")
+        capture: cv2.VideoCapture | None = None
+        try:
+            capture = self._open()
+            if capture is None:
+                self._record("disconnected", "could not open the source")
+                capture = self._reopen(publisher, stop, stats)
+            is_counted = capture is not None and self.kind == "file"
+            total = (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None) if is_counted else None
+            with tqdm(desc=f"{self.line}/{self.camera}", total=total, unit="frame", disable=not progress) as bar:
+                rate = _RateCap(self._fps_cap)
+                position = 0
+                while capture is not None and not stop.is_set():
+                    if not capture.grab():
+                        capture.release()
+                        capture = self._after_read_failure(publisher, stop, stats, frames_in_pass=position)
+                        rate, position = _RateCap(self._fps_cap), 0
+                        continue
+                    captured_at = datetime.now(timezone.utc)
+                    frame_position = position
+                    position += 1
+                    stats.frames_read += 1
+                    bar.update(1)
+                    if not rate.keep(self._timestamp(capture)):
+                        stats.skipped_by_fps_cap += 1
+                        publisher.poll()
+                        continue
+                    self._publish(capture, publisher, stats, captured_at, frame_position)
+            publisher.close()
+        except Exception as error:
+            self._record("error", f"stopped by {type(error).__name__}: {error}")
+            raise
+        finally:
+            if capture is not None:
+                capture.release()
+        self._record("stopped", stats.summary())
+        logger.info("%s: %s", self.source, stats.summary())
+        return stats
+
+    def _open(self) -> cv2.VideoCapture | None:
+        """Open the source; None when OpenCV cannot."""
+        if self.kind == "camera":
+            capture = cv2.VideoCapture(self._target)
+        else:
+            capture = cv2.VideoCapture(
+                self._target,
+                cv2.CAP_ANY,
+                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS],
+            )
+        if capture.isOpened():
+            return capture
+        capture.release()
+        return None
+
+    def _after_read_failure(
+        self, publisher: Publisher, stop: threading.Event, stats: VideoStats, frames_in_pass: int
+    ) -> cv2.VideoCapture | None:
+        """The capture to go on with after a failed read: None at a file's end, the file again
+        when looping, the live source reconnected (None if `stop` is set meanwhile)."""
+        if self.kind == "file":
+            if not self._loop or frames_in_pass == 0:
+                return None  # the end of the file; one without frames cannot loop
+            reopened = self._open()
+            return reopened if reopened is not None else self._reopen(publisher, stop, stats)
+        logger.warning("%s: reading failed; reconnecting", self.source)
+        self._record("disconnected", "reading a frame failed")
+        return self._reopen(publisher, stop, stats)
+
+    def _reopen(self, publisher: Publisher, stop: threading.Event, stats: VideoStats) -> cv2.VideoCapture | None:
+        """Reopen the source with exponential backoff; None when `stop` is set meanwhile.
+
+        Each failed attempt is logged and recorded; after `max_reconnects` failures in a row this
+        raises SourceUnavailableError.
+        """
+        delay = self._reconnect_initial_s
+        attempt = 0
+        while self._max_reconnects is None or attempt < self._max_reconnects:
+            # Waiting through the publisher flushes frames read before the drop.
+            if publisher.idle(delay, stop):
+                return None
+            attempt += 1
+            capture = self._open()
+            if capture is not None:
+                stats.reconnects += 1
+                logger.info("%s: reconnected after %d attempts", self.source, attempt)
+                self._record("reconnected", f"reconnected after {attempt} attempts")
+                return capture
+            delay = min(2 * delay, self._reconnect_max_s)
+            message = f"reconnect attempt {attempt} failed; next in {delay:g} s"
+            logger.warning("%s: %s", self.source, message)
+            self._record("disconnected", message)
+        raise SourceUnavailableError(
+            f"video source {self.source!r} could not be opened after {attempt} reconnect attempts"
+        )
+
+    def _timestamp(self, capture: cv2.VideoCapture) -> float:
+        """Seconds of the frame just grabbed: the video's own time for a file, the clock when live."""
+        if self.kind == "file":
+            return capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        return time.monotonic()
+
+    def _publish(
+        self, capture: cv2.VideoCapture, publisher: Publisher, stats: VideoStats, captured_at: datetime, position: int
+    ) -> None:
+        """Decode the grabbed frame, encode it as JPEG once, and publish it."""
+        decoded, image = capture.retrieve()
+        if not decoded or image is None:
+            logger.warning("%s: frame %d could not be decoded; skipped", self.source, position)
+            stats.undecodable += 1
+            return
+        encoded_ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not encoded_ok:
+            raise IngestError(f"{self.source}: OpenCV could not encode frame {position} of shape {image.shape} as JPEG")
+        publisher.publish(
+            Frame(
+                frame_id=new_frame_id(),
+                line=self.line,
+                camera=self.camera,
+                source=self.source,
+                captured_at=captured_at,
+                data=encoded.tobytes(),
+                origin=f"frame {position}" if self.kind == "file" else None,
+            )
+        )
+        stats.published += 1
+
+    def _record(self, kind: str, message: str) -> None:
+        """Record a source event of this video source in the store."""
+        record_source_event(self._engine, self.line, self.camera, self.source, kind, message)

@@ -1,0 +1,196 @@
+"""Folder source: backfill once, never twice across restarts, only complete files, watch mode."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from redis import Redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from sqlalchemy import Engine, select
+
+from ingest.errors import SourceUnavailableError
+from ingest.folder import FolderSource
+from ingest.publisher import Publisher
+from store.db import make_engine, upgrade
+from store.schema import SourceEvent
+
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+QUEUE = "lineguard-test"
+
+
+@pytest.fixture
+def redis() -> Iterator[Redis]:
+    connection = Redis.from_url(REDIS_TEST_URL)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+    connection.close()
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    database = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def publisher(redis: Redis) -> Publisher:
+    return Publisher(redis, queue_name=QUEUE, batch_size=4, max_wait_s=0.1)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    return folder
+
+
+def png_bytes(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+    return cv2.imencode(".png", pixels)[1].tobytes()
+
+
+def write_file(path: Path, data: bytes, age_s: float = 0.0) -> None:
+    path.write_bytes(data)
+    if age_s:
+        stamp = time.time() - age_s
+        os.utime(path, (stamp, stamp))
+
+
+def published_frames(redis: Redis) -> list[tuple[dict, bytes]]:
+    """(metadata, bytes) of every frame in the test queue's jobs, in queue order."""
+    job_ids = [job_id.decode() for job_id in redis.lrange(f"rq:queue:{QUEUE}", 0, -1)]
+    frames = []
+    for job_id in job_ids:
+        job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+        frames += [(item, redis.get(item["key"])) for item in job.args[0]["frames"]]
+    return frames
+
+
+def source_event_kinds(engine: Engine) -> list[str]:
+    with engine.connect() as connection:
+        return list(connection.scalars(select(SourceEvent.kind).order_by(SourceEvent.id)))
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(0.02)
+
+
+def test_backfill_publishes_each_file_once_oldest_first_and_a_restart_publishes_none(
+    images: Path, engine: Engine, publisher: Publisher, redis: Redis
+) -> None:
+    contents = {f"part_{index}.png": png_bytes(index) for index in range(5)}
+    contents["corrupt.jpg"] = b"not an image at all"  # published as is: the worker records it
+    for age, (name, data) in enumerate(reversed(contents.items()), start=1):
+        write_file(images / name, data, age_s=10.0 * age)
+    write_file(images / "notes.txt", b"not an image file")
+    write_file(images / ".hidden.png", png_bytes(99))
+
+    stats = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0.1, poll_interval_s=0.05).run(publisher)
+
+    assert stats.published == len(contents)
+    frames = published_frames(redis)
+    assert [item["origin"] for item, _ in frames] == list(contents)  # oldest mtime first
+    assert all(data == contents[item["origin"]] for item, data in frames)
+    assert {item["source"] for item, _ in frames} == {f"folder:{images.resolve()}"}
+
+    restarted = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0.1, poll_interval_s=0.05)
+    again = restarted.run(Publisher(redis, queue_name=QUEUE, batch_size=4, max_wait_s=0.1))
+    assert (again.published, again.already_ingested) == (0, len(contents))
+    assert len(published_frames(redis)) == len(contents)
+    assert source_event_kinds(engine) == ["started", "stopped", "started", "stopped"]
+
+
+def test_the_same_folder_for_another_camera_is_claimed_separately(
+    images: Path, engine: Engine, publisher: Publisher
+) -> None:
+    write_file(images / "a.png", png_bytes(1), age_s=5)
+    first = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0).run(publisher)
+    second = FolderSource(images, "L1", "C2", engine=engine, stable_seconds=0).run(publisher)
+    assert (first.published, second.published) == (1, 1)
+
+
+def test_a_file_still_being_written_is_taken_only_once_stable(
+    images: Path, engine: Engine, publisher: Publisher, redis: Redis
+) -> None:
+    chunks = [png_bytes(seed) for seed in range(6)]
+    target = images / "growing.png"
+    source = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0.4, poll_interval_s=0.05)
+    stop = threading.Event()
+    watcher = threading.Thread(target=lambda: source.run(publisher, watch=True, stop_event=stop))
+    watcher.start()
+    try:
+        for chunk in chunks:  # a slow writer: a chunk every 0.1 s, well within stable_seconds
+            with target.open("ab") as handle:
+                handle.write(chunk)
+            time.sleep(0.1)
+        wait_until(lambda: redis.llen(f"rq:queue:{QUEUE}") >= 1)
+        time.sleep(0.2)  # a second, premature publication would show up here
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+
+    (frame,) = published_frames(redis)
+    assert frame[1] == b"".join(chunks)
+
+
+def test_watch_mode_picks_up_a_new_file_until_stopped(
+    images: Path, engine: Engine, publisher: Publisher, redis: Redis
+) -> None:
+    write_file(images / "old.png", png_bytes(1), age_s=60)
+    source = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0.1, poll_interval_s=0.05)
+    stop = threading.Event()
+    results = []
+    watcher = threading.Thread(target=lambda: results.append(source.run(publisher, watch=True, stop_event=stop)))
+    watcher.start()
+    try:
+        wait_until(lambda: len(published_frames(redis)) == 1)
+        write_file(images / "new.png", png_bytes(2))
+        wait_until(lambda: len(published_frames(redis)) == 2)
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+
+    assert not watcher.is_alive()
+    assert results[0].published == 2
+    assert [item["origin"] for item, _ in published_frames(redis)] == ["old.png", "new.png"]
+    assert source_event_kinds(engine) == ["started", "stopped"]
+
+
+def test_recursive_takes_subfolders_only_when_asked(images: Path, engine: Engine, publisher: Publisher) -> None:
+    (images / "shift2").mkdir()
+    write_file(images / "top.png", png_bytes(1), age_s=5)
+    write_file(images / "shift2" / "deep.png", png_bytes(2), age_s=5)
+    flat = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0).run(publisher)
+    deep = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0, recursive=True).run(publisher)
+    assert (flat.published, deep.published, deep.already_ingested) == (1, 1, 1)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_an_unreadable_file_is_skipped_and_recorded(images: Path, engine: Engine, publisher: Publisher) -> None:
+    locked = images / "locked.png"
+    write_file(locked, png_bytes(1), age_s=5)
+    locked.chmod(0)
+    write_file(images / "fine.png", png_bytes(2), age_s=5)
+    stats = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0).run(publisher)
+    assert (stats.published, stats.unreadable) == (1, 1)
+    assert "error" in source_event_kinds(engine)
+
+
+def test_a_missing_folder_is_refused_by_name(tmp_path: Path, engine: Engine) -> None:
+    with pytest.raises(SourceUnavailableError, match="nowhere"):
+        FolderSource(tmp_path / "nowhere", "L1", "C1", engine=engine)

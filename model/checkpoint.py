@@ -2,7 +2,7 @@
 
 It holds plain types and tensors only, so it loads with `weights_only=True`: the format marker and
 version, the recipe, every weight (the teacher's too, so a worker on another machine needs nothing
-but this file), the position prior, the calibration, the teacher's source, a summary of the
+but this file), the calibration, the teacher's source, a summary of the
 training data, metrics when known, and the library versions that made it.
 """
 

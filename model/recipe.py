@@ -30,10 +30,7 @@ class Recipe(BaseModel):
     student_width: float = Field(0.5, gt=0.0, le=1.0, description="student channels as a fraction of VGG's")
     blur_sigma: float = Field(4.0, ge=0.0, le=32.0, description="Gaussian blur of the anomaly map, input pixels")
     image_score: Literal["max", "topk_mean"] = Field("topk_mean", description="how a map becomes one score")
-    topk_fraction: float = Field(0.01, gt=0.0, le=1.0, description="share of map pixels averaged by topk_mean")
-    subtract_position_prior: bool = Field(
-        True, description="subtract the mean map of good training images before scoring the image"
-    )
+    topk_fraction: float = Field(0.05, gt=0.0, le=1.0, description="share of map pixels averaged by topk_mean")
     normalisation_mean: tuple[float, float, float] = IMAGENET_MEAN
     normalisation_std: tuple[float, float, float] = IMAGENET_STD
 

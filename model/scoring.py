@@ -53,18 +53,18 @@ class TeacherStudent(nn.Module):
         self.student = Student(self.teacher, recipe.student_width)
         blur = gaussian_kernel(recipe.blur_sigma) if recipe.blur_sigma > 0 else torch.ones(1)
         self.register_buffer("blur_kernel", blur, persistent=False)
-        # Mean map of good training images, subtracted before the image score (see Recipe).
-        self.register_buffer("position_prior", torch.zeros(recipe.image_size, recipe.image_size))
 
     def maps_from_features(self, teacher_maps: list[torch.Tensor], student_maps: list[torch.Tensor]) -> torch.Tensor:
         """Per-scale 1 - cos, upsampled to the input size, summed over scales, blurred -> (B,S,S) float32."""
         size = self.recipe.image_size
         total = None
-        for t, s in zip(teacher_maps, student_maps):
-            scale_map = discrepancy_map(t, s).unsqueeze(1)
-            scale_map = F.interpolate(scale_map, size=(size, size), mode="bilinear", align_corners=False)
-            total = scale_map if total is None else total + scale_map
-        return self._blur(total).squeeze(1)
+        # Maps stay float32 under any autocast: bf16 would quantise the small differences that rank parts.
+        with torch.autocast(teacher_maps[0].device.type, enabled=False):
+            for t, s in zip(teacher_maps, student_maps):
+                scale_map = discrepancy_map(t, s).unsqueeze(1)
+                scale_map = F.interpolate(scale_map, size=(size, size), mode="bilinear", align_corners=False)
+                total = scale_map if total is None else total + scale_map
+            return self._blur(total).squeeze(1)
 
     def _blur(self, maps: torch.Tensor) -> torch.Tensor:
         kernel = self.blur_kernel
@@ -76,14 +76,8 @@ class TeacherStudent(nn.Module):
         return F.conv2d(blurred, kernel.view(1, 1, -1, 1))
 
     def anomaly_maps(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B,3,S,S) normalised input -> (B,S,S) float32 anomaly maps, position prior removed."""
-        maps = self.maps_from_features(self.teacher(batch), self.student(batch))
-        return self.remove_position_prior(maps)
-
-    def remove_position_prior(self, raw_maps: torch.Tensor) -> torch.Tensor:
-        """Subtract the good images' mean map where the recipe asks for it, so a spot that is
-        always high on good parts (a padding effect of the teacher) does not decide the score."""
-        return raw_maps - self.position_prior if self.recipe.subtract_position_prior else raw_maps
+        """(B,3,S,S) normalised input -> (B,S,S) float32 anomaly maps."""
+        return self.maps_from_features(self.teacher(batch), self.student(batch))
 
     def image_scores(self, maps: torch.Tensor) -> torch.Tensor:
         """(B,S,S) anomaly maps -> (B,) raw image scores, as the recipe says."""

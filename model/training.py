@@ -106,26 +106,16 @@ class FeatureCache:
         return self.inputs[indices].to(device), [f[indices].to(device).float() for f in self.features]
 
 
-def _raw_maps(network: TeacherStudent, cache: FeatureCache, indices: torch.Tensor, device: torch.device, precision: str):
-    """Yield raw anomaly maps (b,S,S) of the cached inputs at `indices`, student in eval mode."""
-    network.eval()
-    with torch.inference_mode(), autocast(device, precision):
-        for start in range(0, len(indices), 8):
-            inputs, teacher_maps = cache.batch(indices[start : start + 8], device)
-            yield network.maps_from_features(teacher_maps, network.student(inputs)).float()
-
-
 def _image_scores(network: TeacherStudent, cache: FeatureCache, device: torch.device, precision: str) -> torch.Tensor:
-    """Raw image scores of every cached input."""
-    indices = torch.arange(len(cache))
-    maps = _raw_maps(network, cache, indices, device, precision)
-    return torch.cat([network.image_scores(network.remove_position_prior(m)).cpu() for m in maps])
-
-
-def _mean_map(network: TeacherStudent, cache: FeatureCache, indices: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
-    """(S,S) mean raw map of the cached inputs at `indices`."""
-    total = sum(m.sum(dim=0).cpu() for m in _raw_maps(network, cache, indices, device, precision))
-    return total / len(indices)
+    """Raw image scores of every cached input, student in eval mode."""
+    network.eval()
+    scores = []
+    with torch.inference_mode(), autocast(device, precision):
+        for start in range(0, len(cache), 8):
+            inputs, teacher_maps = cache.batch(torch.arange(start, min(start + 8, len(cache))), device)
+            maps = network.maps_from_features(teacher_maps, network.student(inputs))
+            scores.append(network.image_scores(maps).cpu())
+    return torch.cat(scores)
 
 
 def train(
@@ -192,9 +182,6 @@ def train(
     bar.close()
 
     network.student.load_state_dict(best_state)
-    # The prior comes from the unaugmented training images (view 0 of each): real camera framing.
-    original_views = torch.arange(n_train) * settings.augment_views
-    network.position_prior.copy_(_mean_map(network, train_cache, original_views, device, precision))
     calibration = fit_calibration(_image_scores(network, val_cache, device, precision).numpy(), settings.false_reject_rate)
     seconds = time.monotonic() - started
     training_data = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -19,28 +19,9 @@ from sqlalchemy import Engine, select
 from ingest.errors import SourceUnavailableError
 from ingest.folder import FolderSource
 from ingest.publisher import Publisher
-from store.db import make_engine, upgrade
 from store.schema import SourceEvent
 
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
-QUEUE = "lineguard-test"
-
-
-@pytest.fixture
-def redis() -> Iterator[Redis]:
-    connection = Redis.from_url(REDIS_TEST_URL)
-    connection.flushdb()
-    yield connection
-    connection.flushdb()
-    connection.close()
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    database = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    upgrade(database)
-    yield database
-    database.dispose()
+from ingest_fixtures import QUEUE, engine, redis  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

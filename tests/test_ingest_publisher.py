@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
@@ -19,17 +18,7 @@ from ingest.errors import QueueFullError
 from ingest.frames import Frame, new_frame_id
 from ingest.publisher import DROPS_KEY, PUBLISHED_KEY, Publisher, frame_key, queue_counters
 
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
-QUEUE = "lineguard-test"
-
-
-@pytest.fixture
-def redis() -> Iterator[Redis]:
-    connection = Redis.from_url(REDIS_TEST_URL)
-    connection.flushdb()
-    yield connection
-    connection.flushdb()
-    connection.close()
+from ingest_fixtures import QUEUE, redis  # noqa: F401  (fixtures)
 
 
 def make_frame(line: str = "L1", camera: str = "C1", data: bytes | None = None) -> Frame:

@@ -21,31 +21,12 @@ from sqlalchemy import Engine, select
 from ingest.errors import SourceUnavailableError
 from ingest.publisher import PUBLISHED_KEY, Publisher
 from ingest.video import VideoSource
-from store.db import make_engine, upgrade
 from store.schema import SourceEvent
 
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
-QUEUE = "lineguard-test"
+from ingest_fixtures import QUEUE, engine, redis  # noqa: F401  (fixtures)
 VIDEO_FRAMES = 30
 VIDEO_FPS = 30.0
 VIDEO_SIZE = 64
-
-
-@pytest.fixture
-def redis() -> Iterator[Redis]:
-    connection = Redis.from_url(REDIS_TEST_URL)
-    connection.flushdb()
-    yield connection
-    connection.flushdb()
-    connection.close()
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    database = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    upgrade(database)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -1,0 +1,32 @@
+"""Fixtures shared by the ingest tests: a flushed Redis database and an upgraded SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from sqlalchemy import Engine
+
+from store.db import make_engine, upgrade
+
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+QUEUE = "lineguard-test"
+
+
+@pytest.fixture
+def redis() -> Iterator[Redis]:
+    connection = Redis.from_url(REDIS_TEST_URL)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+    connection.close()
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    database = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(database)
+    yield database
+    database.dispose()

@@ -1,0 +1,1 @@
+"""The dashboard's pages: Streamlit scripts run by ``dashboard/app.py``'s navigation, not imported."""

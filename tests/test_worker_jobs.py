@@ -1,0 +1,249 @@
+"""The job function: frames from Redis in, one row per frame out, bad frames as error rows.
+
+The tests of what depends on the database (rows, upserts) run on SQLite and PostgreSQL; the rest on SQLite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from line_fixtures import (
+    LINE,
+    QUEUE,
+    line_redis,  # noqa: F401 - fixture
+    make_frame,
+    make_part,
+    png,
+    publish,
+    register_checkpoint,
+    sqlite_engine,  # noqa: F401 - fixture
+)
+from redis import Redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from sqlalchemy import Engine
+from store_fixtures import db_url, postgres_run_database, store_engine  # noqa: F401 - fixtures
+
+from ingest.publisher import frame_key, make_queue
+from model.checkpoint import load_checkpoint, save_checkpoint
+from store.artifacts import FileArtifactStore
+from store.records import activate_model, inspections_frame, register_model
+from worker.context import WorkerContext, installed
+from worker.errors import NoWorkerContextError
+from worker.jobs import EXPIRED_REASON, score_batch, score_frames
+from worker.model_cache import ModelCache
+
+
+class StepClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_context(redis: Redis, engine: Engine, tmp_path: Path, **changes: object) -> WorkerContext:
+    context = WorkerContext(
+        redis=redis,
+        engine=engine,
+        artifacts=FileArtifactStore(tmp_path / "artifacts"),
+        models=ModelCache(engine, device="cpu"),
+        name="test-worker",
+        batch_size=8,
+        good_sample_every=0,
+    )
+    return replace(context, **changes)
+
+
+def queued_payloads(redis: Redis) -> list[dict]:
+    queue = make_queue(redis, QUEUE)
+    return [Job.fetch(job_id, connection=redis, serializer=JSONSerializer).args[0] for job_id in queue.job_ids]
+
+
+def rows_by_origin(engine: Engine, frames) -> dict[str, dict]:
+    origin_of = {frame.frame_id: frame.origin for frame in frames}
+    table = inspections_frame(engine)
+    table = table.astype(object).where(table.notna(), None)  # pandas reads NULL as NaN
+    return {origin_of[row["frame_id"]]: row for row in table.to_dict("records") if row["frame_id"] in origin_of}
+
+
+def test_n_frames_in_n_rows_out_with_the_right_verdicts(line_redis, store_engine, small_checkpoint, tmp_path):  # noqa: F811
+    version = register_checkpoint(store_engine, small_checkpoint)
+    rng = np.random.default_rng(3)
+    frames = [make_frame(png(make_part(rng, defective=i % 3 == 0)), f"{'defective' if i % 3 == 0 else 'good'}-{i}") for i in range(12)]
+    publish(line_redis, frames, batch_size=5)
+    context = make_context(line_redis, store_engine, tmp_path, batch_size=4)
+
+    outcomes = [score_batch(context, payload) for payload in queued_payloads(line_redis)]
+
+    assert [outcome.frames for outcome in outcomes] == [5, 5, 2]
+    rows = rows_by_origin(store_engine, frames)
+    assert len(rows) == len(frames)
+    for origin, row in rows.items():
+        expected = "defect" if origin.startswith("defective") else "good"
+        assert row["verdict"] == expected, (origin, row["score"])
+        assert (row["score"] >= 0.5) == (expected == "defect")
+        assert row["model_version"] == version and row["worker"] == "test-worker" and row["error"] is None
+        assert row["captured_at"] <= row["enqueued_at"] <= row["started_at"] <= row["finished_at"]
+        # Flagged frames keep their picture and heatmap; good ones are not sampled here.
+        if expected == "defect":
+            for key in (row["image_key"], row["heatmap_key"]):
+                picture = cv2.imread(str(tmp_path / "artifacts" / key))
+                assert picture is not None and picture.shape == (128, 128, 3)
+        else:
+            assert row["image_key"] is None and row["heatmap_key"] is None
+    assert not any(line_redis.exists(frame_key(frame.frame_id)) for frame in frames)
+
+
+def test_bad_frames_become_error_rows_and_the_rest_of_the_batch_is_scored(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    register_checkpoint(sqlite_engine, small_checkpoint)
+    rng = np.random.default_rng(4)
+    part = make_part(rng, defective=False)
+    good = png(part)
+    huge_header = good[:16] + (100_000).to_bytes(4, "big") + (100_000).to_bytes(4, "big") + good[24:]
+    files = {
+        "good": good,
+        "corrupt": b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4,
+        "empty": b"",
+        "truncated": good[: len(good) // 3],
+        "huge": huge_header,
+        "gray": png(cv2.cvtColor(part, cv2.COLOR_RGB2GRAY)),
+        "gray16": png(cv2.cvtColor(part, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257),
+        "rgba": png(np.dstack([cv2.cvtColor(part, cv2.COLOR_RGB2BGR), np.full(part.shape[:2], 255, np.uint8)])),
+        "bgr16": png(cv2.cvtColor(part, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257),
+        "expired": good,
+    }
+    frames = [make_frame(data, origin) for origin, data in files.items()]
+    publish(line_redis, frames, batch_size=len(frames))
+    line_redis.delete(frame_key(frames[-1].frame_id))  # its TTL ran out before a worker took it
+
+    outcome = score_batch(make_context(line_redis, sqlite_engine, tmp_path), queued_payloads(line_redis)[0])
+
+    rows = rows_by_origin(sqlite_engine, frames)
+    assert set(rows) == set(files)
+    for origin in ("good", "gray", "gray16", "rgba", "bgr16"):
+        assert rows[origin]["verdict"] == "good", (origin, rows[origin]["error"])
+    assert "empty file" in rows["empty"]["error"]
+    assert "exceeds" in rows["huge"]["error"]
+    for origin in ("corrupt", "truncated"):
+        assert "not a decodable image" in rows[origin]["error"]
+    assert rows["expired"]["error"].startswith(EXPIRED_REASON)
+    for origin in ("empty", "huge", "corrupt", "truncated", "expired"):
+        assert rows[origin]["verdict"] == "error" and rows[origin]["score"] is None
+        assert rows[origin]["frame_id"] in rows[origin]["error"]
+    assert (outcome.scored, outcome.errors) == (5, 5)
+
+
+def test_a_line_without_an_active_model_gets_error_rows_not_a_crash(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    register_checkpoint(sqlite_engine, small_checkpoint)
+    rng = np.random.default_rng(5)
+    frames = [make_frame(png(make_part(rng, False)), "scored"), make_frame(png(make_part(rng, False)), "orphan", line="line-9")]
+    publish(line_redis, frames, batch_size=2)
+
+    score_batch(make_context(line_redis, sqlite_engine, tmp_path), queued_payloads(line_redis)[0])
+
+    rows = rows_by_origin(sqlite_engine, frames)
+    assert rows["scored"]["verdict"] == "good"
+    assert rows["orphan"]["verdict"] == "error" and "no active model for line line-9" in rows["orphan"]["error"]
+
+
+def test_a_retried_batch_keeps_one_row_per_frame_and_its_verdicts(line_redis, store_engine, small_checkpoint, tmp_path):  # noqa: F811
+    register_checkpoint(store_engine, small_checkpoint)
+    rng = np.random.default_rng(6)
+    frames = [make_frame(png(make_part(rng, defective=i == 0)), f"part-{i}") for i in range(4)]
+    publish(line_redis, frames, batch_size=4)
+    payload = queued_payloads(line_redis)[0]
+    context = make_context(line_redis, store_engine, tmp_path)
+    score_batch(context, payload)
+    first = inspections_frame(store_engine).set_index("frame_id")
+
+    # The worker died after writing the rows and deleting the bytes, before rq marked the job done.
+    outcome = score_batch(context, payload)
+
+    again = inspections_frame(store_engine).set_index("frame_id")
+    assert outcome.already_recorded == 4 and outcome.errors == 0
+    assert len(again) == 4
+    assert (again["verdict"] == first["verdict"]).all() and again["error"].isna().all()
+
+
+def test_a_sample_of_good_frames_keeps_pictures(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    register_checkpoint(sqlite_engine, small_checkpoint)
+    rng = np.random.default_rng(7)
+    frames = [make_frame(png(make_part(rng, False)), f"good-{i}") for i in range(3)]
+    publish(line_redis, frames, batch_size=3)
+
+    score_batch(make_context(line_redis, sqlite_engine, tmp_path, good_sample_every=1), queued_payloads(line_redis)[0])
+
+    table = inspections_frame(sqlite_engine)
+    assert (table["verdict"] == "good").all()
+    assert all((tmp_path / "artifacts" / key).is_file() for key in table["heatmap_key"])
+
+
+def test_a_new_active_model_is_used_after_the_refresh_without_a_restart(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    first_version = register_checkpoint(sqlite_engine, small_checkpoint)
+    # A second model: the same network nudged (a new version) and calibrated to flag every part.
+    strict = load_checkpoint(small_checkpoint, device="cpu")
+    with torch.no_grad():
+        next(strict.network.student.parameters()).add_(1e-4)
+    calibration = replace(strict.calibration, threshold=-1e6, median_good=-1e6 - 1.0)
+    strict_path = tmp_path / "strict.pt"
+    strict_version = save_checkpoint(strict_path, strict.network, calibration, strict.teacher_source, {"note": "test"})
+    register_model(
+        sqlite_engine, version=strict_version, checkpoint_path=str(strict_path), recipe={}, calibration=calibration.to_dict(),
+        metrics=None, teacher_source=strict.teacher_source, random_teacher=False, training_data={},
+    )
+    clock = StepClock()
+    context = make_context(line_redis, sqlite_engine, tmp_path, models=ModelCache(sqlite_engine, device="cpu", refresh_s=5.0, clock=clock))
+    rng = np.random.default_rng(8)
+
+    def score_one(origin: str) -> dict:
+        frame = make_frame(png(make_part(rng, False)), origin)
+        publish(line_redis, [frame], batch_size=1)
+        score_batch(context, queued_payloads(line_redis)[-1])
+        return rows_by_origin(sqlite_engine, [frame])[origin]
+
+    assert score_one("before")["model_version"] == first_version
+    activate_model(sqlite_engine, LINE, strict_version)
+    clock.now += 1.0
+    assert score_one("within the refresh time")["model_version"] == first_version
+    clock.now += 5.0
+    after = score_one("after the refresh")
+    assert after["model_version"] == strict_version and after["verdict"] == "defect"
+    assert context.models.loaded_versions == [strict_version]
+
+
+def test_the_job_function_needs_a_worker_context(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    register_checkpoint(sqlite_engine, small_checkpoint)
+    frame = make_frame(png(make_part(np.random.default_rng(9), False)), "only")
+    publish(line_redis, [frame], batch_size=1)
+    payload = queued_payloads(line_redis)[0]
+    with pytest.raises(NoWorkerContextError, match="lineguard worker"):
+        score_frames(payload)
+
+    with installed(make_context(line_redis, sqlite_engine, tmp_path)):
+        assert score_frames(payload)["scored"] == 1
+
+
+def test_a_malformed_entry_is_recorded_when_it_can_be(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    register_checkpoint(sqlite_engine, small_checkpoint)
+    frame = make_frame(png(make_part(np.random.default_rng(10), False)), "fine")
+    publish(line_redis, [frame], batch_size=1)
+    payload = queued_payloads(line_redis)[0]
+    broken = {**payload["frames"][0], "frame_id": "f" * 32, "captured_at": "yesterday"}
+    payload["frames"] += [broken, {"what": "no id at all"}]
+
+    outcome = score_batch(make_context(line_redis, sqlite_engine, tmp_path), payload)
+
+    table = inspections_frame(sqlite_engine).set_index("frame_id")
+    assert table.loc[frame.frame_id, "verdict"] == "good"
+    assert table.loc["f" * 32, "verdict"] == "error" and "captured_at" in table.loc["f" * 32, "error"]
+    assert outcome.unrecordable == 1
+    with pytest.raises(TypeError, match="frames"):
+        score_batch(make_context(line_redis, sqlite_engine, tmp_path), {"frame": []})

@@ -1,0 +1,150 @@
+"""Worker processes: two share the load; a SIGKILLed one loses nothing; they stop cleanly."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import numpy as np
+from line_fixtures import (
+    QUEUE,
+    line_redis,  # noqa: F401 - fixture
+    line_settings,  # noqa: F401 - fixture
+    make_frame,
+    make_part,
+    png,
+    publish,
+    register_checkpoint,
+    row_count,
+    sqlite_line_settings,  # noqa: F401 - fixture
+    start_lineguard,
+    stop,
+    wait_until,
+)
+from rq import SimpleWorker
+from rq.registry import StartedJobRegistry
+from store_fixtures import db_url, postgres_run_database  # noqa: F401 - fixtures
+
+from ingest.publisher import FRAME_KEY_PREFIX, make_queue
+from lineguard.cli import main
+from store.db import make_engine
+from store.records import inspections_frame
+from worker.process import WorkerOptions, run_worker
+
+LEASE_S = 3
+
+
+def test_two_workers_share_the_load_and_stop_cleanly(line_redis, line_settings, small_checkpoint, tmp_path):  # noqa: F811
+    engine = make_engine(line_settings.database_url)
+    try:
+        redis = line_redis
+        assert main(["db", "upgrade"]) == 0
+        register_checkpoint(engine, small_checkpoint)
+        workers = [
+            start_lineguard("worker", "--device", "cpu", "--threads", "1", "--batch-size", "4", "--name", name, log_path=tmp_path / f"{name}.log")
+            for name in ("worker-a", "worker-b")
+        ]
+        queue = make_queue(redis, QUEUE)
+        wait_until(lambda: SimpleWorker.count(queue=queue) == 2, 60, "both workers to register")
+        rng = np.random.default_rng(20)
+        frames = [make_frame(png(make_part(rng, defective=i % 4 == 0)), f"part-{i}") for i in range(24)]
+        publish(redis, frames, batch_size=2)
+
+        wait_until(lambda: row_count(engine) == len(frames), 90, "a row for every frame")
+
+        assert [stop(worker) for worker in workers] == [0, 0]
+        table = inspections_frame(engine)
+        assert sorted(table["frame_id"]) == sorted(frame.frame_id for frame in frames)
+        assert set(table["worker"]) == {"worker-a", "worker-b"}
+        assert (table["verdict"] != "error").all()
+        assert queue.failed_job_registry.count == 0 and queue.count == 0
+        assert not redis.keys(FRAME_KEY_PREFIX + "*")
+    finally:
+        engine.dispose()
+
+
+def test_a_sigkilled_worker_loses_nothing_and_its_batch_is_retried_once(line_redis, line_settings, small_checkpoint, tmp_path):  # noqa: F811
+    engine = make_engine(line_settings.database_url)
+    try:
+        assert main(["db", "upgrade"]) == 0
+        register_checkpoint(engine, small_checkpoint)
+        victim = start_lineguard(
+            "worker", "--device", "cpu", "--batch-size", "64", "--lease", str(LEASE_S), "--name", "victim",
+            log_path=tmp_path / "victim.log",
+        )
+        queue = make_queue(line_redis, QUEUE)
+        wait_until(lambda: SimpleWorker.count(queue=queue) == 1, 60, "the worker to register")
+        rng = np.random.default_rng(21)
+        frames = [make_frame(png(make_part(rng, defective=i % 5 == 0)), f"part-{i}") for i in range(48)]
+        publish(line_redis, frames, batch_size=len(frames))
+        started = StartedJobRegistry(queue=queue)
+        # Kill it as soon as it has taken the job: it is loading the model or scoring, not done.
+        wait_until(lambda: started.get_job_ids(cleanup=False) != [], 30, "the worker to take the job", poll_s=0.01)
+        stop(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert row_count(engine) == 0
+        assert queue.count == 0  # the job is neither waiting nor done: it is with the dead worker
+
+        # Any worker that cleans the registries after the lease has run out takes the job back.
+        wait_until(lambda: started.get_expired_job_ids() != [], LEASE_S + 5, "the dead worker's lease to run out")
+        rescued = run_worker(
+            line_settings.redis_url, line_settings.database_url, line_settings.artifacts_url, QUEUE,
+            WorkerOptions(device="cpu", burst=True, lease_s=LEASE_S, name="rescuer"),
+        )
+
+        assert rescued
+        assert time.monotonic() - killed_at < 3 * LEASE_S + 30
+        table = inspections_frame(engine)
+        assert sorted(table["frame_id"]) == sorted(frame.frame_id for frame in frames)
+        assert set(table["worker"]) == {"rescuer"} and (table["verdict"] != "error").all()
+        assert queue.failed_job_registry.count == 0 and started.get_job_ids(cleanup=False) == []
+        assert not line_redis.keys(FRAME_KEY_PREFIX + "*")
+    finally:
+        engine.dispose()
+
+
+def test_a_worker_behind_scores_waiting_jobs_together_up_to_its_batch_size(line_redis, sqlite_line_settings, small_checkpoint):  # noqa: F811
+    engine = make_engine(sqlite_line_settings.database_url)
+    try:
+        assert main(["db", "upgrade"]) == 0
+        register_checkpoint(engine, small_checkpoint)
+        rng = np.random.default_rng(22)
+        frames = [make_frame(png(make_part(rng, defective=i == 3)), f"part-{i}") for i in range(12)]
+        publish(line_redis, frames, batch_size=2)  # six waiting jobs of two frames
+
+        run_worker(
+            sqlite_line_settings.redis_url, sqlite_line_settings.database_url, sqlite_line_settings.artifacts_url, QUEUE,
+            WorkerOptions(device="cpu", burst=True, batch_size=8, name="behind"),
+        )
+
+        table = inspections_frame(engine)
+        # Rows scored in one batch share its start time: the first job and three more, then the last two.
+        assert sorted(table.groupby("started_at").size()) == [4, 8]
+        assert len(table) == 12 and (table["verdict"] != "error").all()
+        queue = make_queue(line_redis, QUEUE)
+        assert queue.count == 0 and queue.failed_job_registry.count == 0
+        assert StartedJobRegistry(queue=queue).get_job_ids(cleanup=False) == []
+    finally:
+        engine.dispose()
+
+
+def test_a_job_that_fails_is_retried_then_kept_as_failed(line_redis, sqlite_line_settings):  # noqa: F811
+    """A job the worker cannot do (here: a malformed payload) is retried, then failed; the worker goes on."""
+    assert main(["db", "upgrade"]) == 0
+    queue = make_queue(line_redis, QUEUE)
+    queue.enqueue("worker.jobs.score_frames", {"not frames": []}, result_ttl=0)
+    run_worker(
+        sqlite_line_settings.redis_url, sqlite_line_settings.database_url, sqlite_line_settings.artifacts_url, QUEUE,
+        WorkerOptions(device="cpu", burst=True, max_retries=2, name="retrier"),
+    )
+    failed = queue.failed_job_registry.get_job_ids()
+    assert len(failed) == 1
+    job = queue.fetch_job(failed[0])
+    assert job.retries_left == 0 and "frames" in job.latest_result().exc_string
+
+
+def test_a_bad_device_flag_is_one_clear_line(sqlite_line_settings, capsys):  # noqa: F811
+    code = main(["worker", "--device", "cuda:99", "--burst"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cuda:99" in err and "Traceback" not in err

@@ -1,0 +1,78 @@
+"""What every job of a worker process shares, and how the job function finds it.
+
+rq runs a job by importing its function by dotted path (``worker.jobs.score_frames``) and calling
+it with the job's JSON arguments only; nothing else can travel with a job. The Redis connection,
+the database engine, the loaded models and the artifact store belong to the process, are made once
+when it starts, and must outlive every job. So the worker process builds one `WorkerContext` and
+installs it for the duration of its work loop (`installed`); the job function reads it with
+`current_context`. A `ContextVar` rather than a plain module attribute: it is set and reset in one
+place, a test can install its own context, and nothing is left behind once the loop ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from redis import Redis
+from sqlalchemy import Engine
+
+from store.artifacts import ArtifactStore
+from worker.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GOOD_SAMPLE_EVERY
+from worker.errors import NoWorkerContextError
+from worker.model_cache import ModelCache
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """The process-wide resources and settings a job uses.
+
+    Attributes:
+        redis: connection holding the frame bytes (bytes responses).
+        engine: the store's database engine.
+        artifacts: where images and heatmap overlays are written.
+        models: the process's model cache.
+        name: this worker's name, recorded in every row it writes.
+        batch_size: most frames scored in one forward pass; a job's frames are split to fit.
+        good_sample_every: keep pictures of one good frame in this many (0: none).
+    """
+
+    redis: Redis
+    engine: Engine
+    artifacts: ArtifactStore
+    models: ModelCache
+    name: str
+    batch_size: int = DEFAULT_BATCH_SIZE
+    good_sample_every: int = DEFAULT_GOOD_SAMPLE_EVERY
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.good_sample_every < 0:
+            raise ValueError(f"good_sample_every must be >= 0 (0 keeps no good frames), got {self.good_sample_every}")
+
+
+_CURRENT: ContextVar[WorkerContext] = ContextVar("lineguard_worker_context")
+
+
+@contextmanager
+def installed(context: WorkerContext) -> Iterator[WorkerContext]:
+    """Make `context` the one `current_context` returns until the block ends."""
+    token = _CURRENT.set(context)
+    try:
+        yield context
+    finally:
+        _CURRENT.reset(token)
+
+
+def current_context() -> WorkerContext:
+    """The context installed by the running worker process; NoWorkerContextError outside one."""
+    try:
+        return _CURRENT.get()
+    except LookupError:
+        raise NoWorkerContextError(
+            "worker.jobs.score_frames runs inside a lineguard worker process (`lineguard worker`), "
+            "which sets up Redis, the store and the models first; a plain `rq worker` cannot run it"
+        ) from None

@@ -1,0 +1,18 @@
+"""Defaults of the worker, each documented where it is defined (imported by the CLI without torch)."""
+
+#: Most frames scored in one forward pass; a job's frames are split to fit.
+DEFAULT_BATCH_SIZE = 32
+#: One good frame in this many keeps its image and heatmap (flagged frames always do).
+DEFAULT_GOOD_SAMPLE_EVERY = 50
+#: Seconds between two reads of the lines' active models from the store: the longest a change of
+#: active model goes unnoticed by a running worker.
+DEFAULT_MODEL_REFRESH_S = 5.0
+#: Seconds a job stays leased to its worker without a heartbeat; a dead worker's jobs return after this.
+DEFAULT_LEASE_S = 20
+#: Times a job is handed back to the queue after its worker died or it failed, before it is failed.
+DEFAULT_MAX_RETRIES = 3
+#: How much longer than a lease a worker's own registration lives without a heartbeat (rq waits for
+#: new jobs `worker_ttl - 15` seconds at a time, so this margin makes an idle wait last one lease).
+WORKER_TTL_MARGIN_S = 15
+#: Lease renewals per lease: a lease survives a few missed heartbeats.
+HEARTBEATS_PER_LEASE = 4

@@ -1,0 +1,76 @@
+"""The pictures kept beside an inspection row: the frame and its heatmap overlay.
+
+Every flagged frame keeps both, so a reviewer sees what the model saw; of the good frames only a
+sample does (one in `every`), chosen by frame id so that a retried batch picks the same frames and
+overwrites the same keys. Keys read ``<line>/<camera>/<capture date>/<frame id>.image.jpg``.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from datetime import UTC, datetime
+
+import cv2
+import numpy as np
+
+from model.report import overlay_heatmap
+from model.scoring import ImageScore, InspectionModel
+from store.artifacts import ArtifactStore
+from store.errors import ArtifactError
+
+#: JPEG quality of stored frames and overlays: fine scratches stay visible to a reviewer.
+JPEG_QUALITY = 92
+# Characters an artifact key part may hold; anything else in a line or camera name becomes '_'.
+_UNSAFE_KEY_CHARACTERS = re.compile(r"[^A-Za-z0-9_=+.-]")
+
+
+def keeps_good_sample(frame_id: str, every: int) -> bool:
+    """Whether good frame `frame_id` is one of the sampled ones (one in `every`; 0 keeps none)."""
+    return every > 0 and zlib.crc32(frame_id.encode()) % every == 0
+
+
+def evidence_keys(line: str, camera: str, captured_at: datetime, frame_id: str) -> tuple[str, str]:
+    """(image key, heatmap key) of a frame; the same frame always gets the same keys."""
+    folder = "/".join(
+        (_key_part(line), _key_part(camera), captured_at.astimezone(UTC).strftime("%Y-%m-%d"))
+    )
+    stem = f"{folder}/{_key_part(frame_id)}"
+    return f"{stem}.image.jpg", f"{stem}.heatmap.jpg"
+
+
+def save_evidence(
+    artifacts: ArtifactStore,
+    keys: tuple[str, str],
+    image: np.ndarray,
+    result: ImageScore,
+    model: InspectionModel,
+) -> tuple[str, str]:
+    """Write the frame and its heatmap overlay under `keys`; returns the keys.
+
+    Args:
+        artifacts: the store to write to.
+        keys: (image key, heatmap key), from `evidence_keys`.
+        image: (H,W,3) uint8 RGB frame as scored.
+        result: its score; `anomaly_map` (H,W) is drawn on a 0..1 scale where 0.5 is the threshold.
+        model: the model that scored it (its calibration scales the map).
+    """
+    overlay = overlay_heatmap(image, model.calibration.normalise(result.anomaly_map), 0.0, 1.0)
+    image_key, heatmap_key = keys
+    artifacts.put(image_key, _jpeg(image, image_key))
+    artifacts.put(heatmap_key, _jpeg(overlay, heatmap_key))
+    return image_key, heatmap_key
+
+
+def _jpeg(rgb: np.ndarray, key: str) -> bytes:
+    encoded_ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    )
+    if not encoded_ok:
+        raise ArtifactError(f"OpenCV could not encode artifact {key} ({rgb.shape}) as JPEG")
+    return encoded.tobytes()
+
+
+def _key_part(name: str) -> str:
+    """`name` as one artifact key part: unsafe characters replaced, no leading dot, not empty."""
+    return _UNSAFE_KEY_CHARACTERS.sub("_", name).lstrip(".") or "_"

@@ -1,0 +1,317 @@
+"""The rq job: one micro-batch of frames in, one inspection row per frame out.
+
+`score_frames` is what the publisher enqueues (``worker.jobs.score_frames``). For a batch it
+1. fetches every frame's bytes from Redis in one round trip;
+2. decodes them; a frame that cannot be decoded, or whose bytes expired, gets an error row;
+3. groups the rest by the active model of their line (a line without one: error rows) and scores
+   each group in forward passes of at most the worker's batch size;
+4. writes the image and heatmap of flagged frames (and of a sample of good ones) as artifacts;
+5. writes all rows of the batch in one transaction, then deletes the frame bytes.
+
+Delivery is at least once: a batch may run again after a worker died. Rows are upserted by frame
+id, artifacts are keyed by frame id, and a frame whose bytes are gone because an earlier run of
+the batch recorded it is skipped rather than overwritten with an "expired" error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, select
+
+from model.errors import InvalidImageError
+from model.images import decode_image
+from model.scoring import InspectionModel
+from store.records import InspectionRecord, write_inspections
+from store.schema import ERROR_VERDICT, FLAGGED_VERDICT, Inspection
+from worker.context import WorkerContext, current_context
+from worker.errors import WorkerError
+from worker.evidence import evidence_keys, keeps_good_sample, save_evidence
+
+logger = logging.getLogger(__name__)
+
+#: The verdict of a frame scored below its model's threshold.
+GOOD_VERDICT = "good"
+#: Start of the error of a frame whose bytes were no longer in Redis.
+EXPIRED_REASON = "frame bytes expired"
+# The fields an error row cannot do without, and the longest value each column holds.
+_IDENTITY_FIELDS = {name: Inspection.__table__.c[name].type.length for name in ("frame_id", "line", "camera")}
+
+
+@dataclass(frozen=True)
+class QueuedFrame:
+    """One frame as a job describes it (see ingest.publisher for the protocol)."""
+
+    frame_id: str
+    line: str
+    camera: str
+    source: str
+    origin: str | None
+    key: str
+    captured_at: datetime
+    enqueued_at: datetime
+
+    @property
+    def label(self) -> str:
+        """How error messages name this frame."""
+        where = f"{self.origin} of {self.source}" if self.origin else self.source
+        return f"frame {self.frame_id} ({where})"
+
+
+@dataclass
+class BatchOutcome:
+    """What became of a job's frames; the job's (JSON) return value."""
+
+    frames: int = 0
+    scored: int = 0
+    flagged: int = 0
+    errors: int = 0
+    already_recorded: int = 0
+    unrecordable: int = 0
+
+
+def score_frames(payload: dict[str, Any]) -> dict[str, int]:
+    """rq job function: score the frames of `payload` with the running worker's context.
+
+    `payload` is ``{"frames": [metadata, ...]}`` as the publisher enqueues it. Returns the counts
+    of `BatchOutcome`. Runs only inside a lineguard worker process (see worker.context).
+    """
+    return vars(score_batch(current_context(), payload))
+
+
+def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome:
+    """Score a job's frames and record one row per frame; see the module docstring for the steps.
+
+    Bad frames become error rows; a malformed payload (not ``{"frames": [...]}``) raises
+    TypeError, and database or Redis failures propagate so that rq retries the job.
+    """
+    started_at = datetime.now(UTC)
+    clock = time.monotonic()
+    entries = _payload_entries(payload)
+    outcome = BatchOutcome(frames=len(entries))
+    records: list[InspectionRecord] = []
+    frames = _read_metadata(context, entries, started_at, records, outcome)
+    images_by_line = _fetch_and_decode(context, frames, started_at, records, outcome)
+    for model, group in _group_by_model(context, images_by_line, started_at, records):
+        for start in range(0, len(group), context.batch_size):
+            records += _score_group(context, model, group[start : start + context.batch_size], started_at)
+
+    write_inspections(context.engine, records)
+    if frames:
+        context.redis.delete(*(frame.key for frame in frames))
+    outcome.errors = sum(record.verdict == ERROR_VERDICT for record in records)
+    outcome.flagged = sum(record.verdict == FLAGGED_VERDICT for record in records)
+    outcome.scored = len(records) - outcome.errors
+    # A job whose frames were all scored together with another job's has nothing to tell.
+    logger.log(
+        logging.DEBUG if outcome.already_recorded == outcome.frames else logging.INFO,
+        "%d frames: %d scored (%d flagged), %d errors, %d already recorded, in %.2f s",
+        outcome.frames, outcome.scored, outcome.flagged, outcome.errors, outcome.already_recorded,
+        time.monotonic() - clock,
+    )
+    return outcome
+
+
+def _read_metadata(
+    context: WorkerContext, entries: list[Any], started_at: datetime, records: list[InspectionRecord], outcome: BatchOutcome
+) -> list[QueuedFrame]:
+    """The job's frames; an entry with unusable metadata gets an error row in `records` when it can."""
+    frames = []
+    for entry in entries:
+        try:
+            frames.append(_queued_frame(entry))
+        except (ValueError, TypeError) as error:
+            record = _metadata_error_record(entry, error, started_at, context.name)
+            if record is None:
+                outcome.unrecordable += 1
+                logger.error("job entry without frame id, line or camera cannot be recorded: %s (%r)", error, entry)
+            else:
+                records.append(record)
+    return frames
+
+
+def _fetch_and_decode(
+    context: WorkerContext,
+    frames: list[QueuedFrame],
+    started_at: datetime,
+    records: list[InspectionRecord],
+    outcome: BatchOutcome,
+) -> dict[str, list[tuple[QueuedFrame, np.ndarray]]]:
+    """Decoded frames by line, their bytes fetched in one round trip; frames whose bytes are gone
+    or do not decode get error rows in `records` (or, when already recorded, are counted in `outcome`)."""
+    blobs = context.redis.mget([frame.key for frame in frames]) if frames else []
+    recorded_before = _recorded_frame_ids(context.engine, [frame.frame_id for frame, blob in zip(frames, blobs) if blob is None])
+    images_by_line: dict[str, list[tuple[QueuedFrame, np.ndarray]]] = {}
+    for frame, blob in zip(frames, blobs):
+        if blob is None:
+            if frame.frame_id in recorded_before:
+                outcome.already_recorded += 1  # an earlier run of this job wrote it, then deleted the bytes
+            else:
+                reason = f"{EXPIRED_REASON}: {frame.key} was no longer in Redis when a worker took the frame"
+                records.append(_error_record(frame, reason, started_at, context.name))
+            continue
+        try:
+            images_by_line.setdefault(frame.line, []).append((frame, decode_image(blob, frame.label)))
+        except InvalidImageError as error:
+            records.append(_error_record(frame, str(error), started_at, context.name))
+        except Exception as error:  # noqa: BLE001 - whatever a decoder does with one frame stays with that frame
+            reason = f"{frame.label}: decoding failed ({type(error).__name__}: {error})"
+            records.append(_error_record(frame, reason, started_at, context.name))
+    return images_by_line
+
+
+def _group_by_model(
+    context: WorkerContext,
+    images_by_line: dict[str, list[tuple[QueuedFrame, np.ndarray]]],
+    started_at: datetime,
+    records: list[InspectionRecord],
+) -> list[tuple[InspectionModel, list[tuple[QueuedFrame, np.ndarray]]]]:
+    """Frames grouped by the model of their line, so lines sharing a model share forward passes.
+
+    Frames of a line whose model is missing or unloadable get error rows, appended to `records`.
+    """
+    groups: dict[str, tuple[InspectionModel, list[tuple[QueuedFrame, np.ndarray]]]] = {}
+    for line, items in images_by_line.items():
+        try:
+            model = context.models.model_for_line(line)
+        except WorkerError as error:
+            records += [_error_record(frame, str(error), started_at, context.name) for frame, _ in items]
+            continue
+        groups.setdefault(model.version, (model, []))[1].extend(items)
+    return list(groups.values())
+
+
+def _score_group(
+    context: WorkerContext,
+    model: InspectionModel,
+    group: Sequence[tuple[QueuedFrame, np.ndarray]],
+    started_at: datetime,
+) -> list[InspectionRecord]:
+    """Score `group` in one forward pass and keep the pictures the rows will point to."""
+    results = model.score_images([image for _, image in group])
+    records = []
+    for (frame, image), result in zip(group, results):
+        image_key = heatmap_key = None
+        if result.is_anomaly or keeps_good_sample(frame.frame_id, context.good_sample_every):
+            keys = evidence_keys(frame.line, frame.camera, frame.captured_at, frame.frame_id)
+            image_key, heatmap_key = save_evidence(context.artifacts, keys, image, result, model)
+        records.append(
+            InspectionRecord(
+                frame_id=frame.frame_id,
+                line=frame.line,
+                camera=frame.camera,
+                source=frame.source,
+                captured_at=frame.captured_at,
+                enqueued_at=frame.enqueued_at,
+                started_at=started_at,
+                finished_at=datetime.now(UTC),
+                verdict=FLAGGED_VERDICT if result.is_anomaly else GOOD_VERDICT,
+                model_version=model.version,
+                score=min(max(result.score, 0.0), 1.0),
+                raw_score=result.raw_score,
+                threshold=float(model.calibration.threshold),
+                image_key=image_key,
+                heatmap_key=heatmap_key,
+                worker=context.name,
+                random_teacher=model.random_teacher,
+            )
+        )
+    return records
+
+
+def _payload_entries(payload: Any) -> list[Any]:
+    frames = payload.get("frames") if isinstance(payload, dict) else None
+    if not isinstance(frames, list):
+        raise TypeError(f"job payload must be {{'frames': [frame metadata, ...]}}, got {str(payload)[:200]}")
+    return frames
+
+
+def _queued_frame(entry: Any) -> QueuedFrame:
+    """An entry of a job's frame list, checked; ValueError or TypeError saying what is wrong."""
+    if not isinstance(entry, dict):
+        raise TypeError(f"frame metadata must be an object, got {type(entry).__name__}")
+    texts = {}
+    for name in ("frame_id", "line", "camera", "source", "key"):
+        value = entry.get(name)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"frame metadata needs a non-empty string {name!r}, got {value!r}")
+        texts[name] = value
+    if not _has_identity(entry):
+        raise ValueError(f"frame metadata has a frame_id, line or camera longer than the store holds: {entry!r}")
+    origin = entry.get("origin")
+    return QueuedFrame(
+        **texts,
+        origin=origin if isinstance(origin, str) else None,
+        captured_at=_aware_time(entry, "captured_at"),
+        enqueued_at=_aware_time(entry, "enqueued_at"),
+    )
+
+
+def _aware_time(entry: dict[str, Any], name: str) -> datetime:
+    value = entry.get(name)
+    try:
+        moment = datetime.fromisoformat(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"frame metadata {name!r} must be an ISO 8601 time, got {value!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"frame metadata {name!r} has no timezone: {value!r}")
+    return moment
+
+
+def _error_record(frame: QueuedFrame, reason: str, started_at: datetime, worker: str) -> InspectionRecord:
+    return InspectionRecord(
+        frame_id=frame.frame_id,
+        line=frame.line,
+        camera=frame.camera,
+        source=frame.source,
+        captured_at=frame.captured_at,
+        enqueued_at=frame.enqueued_at,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        verdict=ERROR_VERDICT,
+        error=reason,
+        worker=worker,
+    )
+
+
+def _metadata_error_record(entry: Any, error: Exception, started_at: datetime, worker: str) -> InspectionRecord | None:
+    """An error row for an entry with unusable metadata, or None when it lacks even an id, line and camera.
+
+    Times that cannot be read are replaced by the batch's start, the earliest time the worker knows.
+    """
+    if not _has_identity(entry):
+        return None
+    return InspectionRecord(
+        frame_id=entry["frame_id"],
+        line=entry["line"],
+        camera=entry["camera"],
+        source=str(entry.get("source") or "unknown"),
+        captured_at=started_at,
+        enqueued_at=started_at,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        verdict=ERROR_VERDICT,
+        error=f"invalid frame metadata: {error}",
+        worker=worker,
+    )
+
+
+def _has_identity(entry: Any) -> bool:
+    """Whether `entry` has the frame id, line and camera an inspection row needs, of storable length."""
+    return isinstance(entry, dict) and all(
+        isinstance(entry.get(name), str) and 0 < len(entry[name]) <= longest for name, longest in _IDENTITY_FIELDS.items()
+    )
+
+
+def _recorded_frame_ids(engine: Engine, frame_ids: list[str]) -> set[str]:
+    """Those of `frame_ids` that already have an inspection row."""
+    if not frame_ids:
+        return set()
+    with engine.connect() as connection:
+        return set(connection.scalars(select(Inspection.frame_id).where(Inspection.frame_id.in_(frame_ids))))

@@ -2,8 +2,6 @@
 # Both set up everything they need on a fresh machine (a virtual environment with the project).
 VENV ?= .venv
 PYTHON ?= python3
-SHARED ?= ../shared
-TEACHER_WEIGHTS ?= $(SHARED)/weights/vgg16_imagenet_features.pth
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +15,7 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q
 
-# Until the streaming line exists, the main job trains a model on the real toothbrush category
-# and evaluates it.
+# The main job: a whole line on this machine (Redis, a model, workers, the dashboard, a stream of
+# generated parts); Ctrl-C stops it. See README.md, "Running a line".
 demo: $(VENV)/.installed
-	$(VENV)/bin/lineguard train $(SHARED)/data/mvtec_toothbrush --out runs/toothbrush.pt --teacher-weights $(TEACHER_WEIGHTS)
-	$(VENV)/bin/lineguard eval runs/toothbrush.pt $(SHARED)/data/mvtec_toothbrush --report runs/toothbrush-report
+	$(VENV)/bin/lineguard demo

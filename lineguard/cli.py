@@ -10,9 +10,9 @@ import argparse
 import logging
 import sys
 
-from lineguard import model_commands
+from lineguard import dashboard_command, line_commands, model_commands
 
-COMMAND_MODULES = (model_commands,)
+COMMAND_MODULES = (model_commands, line_commands, dashboard_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,9 +28,16 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for the user, from every package the CLI wires."""
     from pydantic import ValidationError
 
+    from ingest.errors import IngestError
+    from lineguard.services import ServiceUnavailableError
     from model.errors import ModelError
+    from store.errors import StoreError
+    from worker.errors import WorkerError
 
-    return (ModelError, ValidationError, ValueError, FileNotFoundError)
+    return (
+        ModelError, StoreError, IngestError, WorkerError, ServiceUnavailableError,
+        ValidationError, ValueError, FileNotFoundError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

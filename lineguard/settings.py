@@ -1,0 +1,71 @@
+"""Where a line's shared services are: Redis, the database, the artifact storage and the queue name.
+
+Every process of a line (ingesters, workers, the dashboard, the CLI) reads the same environment
+variables, so pointing them at the same Redis and database is all it takes to scale out across
+machines. The variables are read when a command runs (`Settings.from_environment`), never at import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ingest.publisher import DEFAULT_QUEUE_NAME
+from store.artifacts import DEFAULT_ARTIFACT_URL
+from store.db import DEFAULT_DATABASE_URL
+
+#: Redis used when REDIS_URL is not set: the local server's database 0.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: URL schemes redis-py connects with.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+#: Setting name -> environment variable it is read from.
+ENVIRONMENT_VARIABLES: dict[str, str] = {
+    "redis_url": "REDIS_URL",
+    "database_url": "DATABASE_URL",
+    "artifacts_url": "LINEGUARD_ARTIFACTS",
+    "queue_name": "LINEGUARD_QUEUE",
+}
+
+
+class Settings(BaseModel):
+    """The shared services of one line installation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    redis_url: str = Field(DEFAULT_REDIS_URL, description="Redis holding the queue and the frame bytes (REDIS_URL)")
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL of the store: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB (DATABASE_URL)",
+    )
+    artifacts_url: str = Field(
+        DEFAULT_ARTIFACT_URL,
+        description="where images and heatmaps of flagged frames go: a folder or file:///abs/path (LINEGUARD_ARTIFACTS)",
+    )
+    queue_name: str = Field(
+        DEFAULT_QUEUE_NAME, min_length=1, max_length=128, description="rq queue ingesters fill and workers empty (LINEGUARD_QUEUE)"
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_has_a_redis_scheme(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme
+        if scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                f"REDIS_URL {url!r} must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+            )
+        return url
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from `environ` (default: the process environment); unset or empty variables keep defaults."""
+        source = os.environ if environ is None else environ
+        given = {name: source[variable] for name, variable in ENVIRONMENT_VARIABLES.items() if source.get(variable)}
+        return cls(**given)
+
+    def environment(self) -> dict[str, str]:
+        """These settings as the environment variables a child process (worker, dashboard) reads."""
+        return {variable: getattr(self, name) for name, variable in ENVIRONMENT_VARIABLES.items()}

@@ -1,0 +1,83 @@
+"""compose.yaml and the Dockerfile, checked by reading them (there is no Docker engine here)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+import yaml
+from line_fixtures import REPO_ROOT
+
+from lineguard.cli import build_parser
+from lineguard.settings import ENVIRONMENT_VARIABLES
+
+LINEGUARD_SERVICES = ("migrate", "worker", "ingest", "dashboard")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
+
+
+def registered_commands() -> set[str]:
+    subparsers = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    return set(subparsers.choices)
+
+
+def test_the_line_has_its_services(compose):
+    assert set(compose["services"]) >= {"redis", "postgres", *LINEGUARD_SERVICES}
+    assert compose["services"]["redis"]["image"].startswith("redis:")
+    assert compose["services"]["postgres"]["image"].startswith("postgres:")
+
+
+def test_every_lineguard_service_finds_the_same_redis_database_and_artifacts(compose):
+    services = compose["services"]
+    postgres = services["postgres"]["environment"]
+    for name in LINEGUARD_SERVICES:
+        environment = services[name]["environment"]
+        assert set(ENVIRONMENT_VARIABLES.values()) <= set(environment), name
+        assert environment["REDIS_URL"].startswith("redis://redis:6379/"), name
+        expected_database = (
+            f"postgresql+psycopg://{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}@postgres:5432/{postgres['POSTGRES_DB']}"
+        )
+        assert environment["DATABASE_URL"] == expected_database, name
+    artifacts = services["worker"]["environment"]["LINEGUARD_ARTIFACTS"]
+    for name in ("worker", "dashboard"):
+        # Workers write the pictures the dashboard shows: the same volume at the same path.
+        assert any(volume.endswith(f":{artifacts}") for volume in services[name]["volumes"]), name
+
+
+def test_workers_scale_out_each_with_a_gpu(compose):
+    worker = compose["services"]["worker"]
+    assert worker["deploy"]["replicas"] >= 2
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["count"] == 1 and "gpu" in device["capabilities"]
+    assert "--device" in worker["command"] and worker["command"][worker["command"].index("--device") + 1].startswith("cuda")
+
+
+def test_services_start_after_what_they_need(compose):
+    services = compose["services"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("worker", "ingest", "dashboard"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_every_command_is_a_lineguard_command_that_parses(compose):
+    commands = registered_commands()
+    for name in LINEGUARD_SERVICES:  # the dashboard last: it may not be wired into the CLI yet
+        command = compose["services"][name]["command"]
+        assert command[0] == "lineguard", name
+        if command[1] == "dashboard" and "dashboard" not in commands:
+            pytest.xfail("`lineguard dashboard` is not wired into the CLI yet")
+        build_parser().parse_args(command[1:])  # exits (SystemExit) on an unknown command or option
+
+
+def test_the_dockerfile_installs_every_package_and_the_command(compose):
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) ", dockerfile, flags=re.MULTILINE))
+    assert copied >= {"lineguard", "model", "ingest", "worker", "store", "dashboard"}
+    assert re.search(r"^FROM python:3\.11", dockerfile, flags=re.MULTILINE)
+    assert "pip install" in dockerfile
+    assert compose["services"]["worker"]["build"] == "."

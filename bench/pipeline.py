@@ -38,14 +38,14 @@ from sqlalchemy import Engine, func, select
 
 from ingest.frames import Frame, new_frame_id
 from ingest.publisher import DROPS_KEY, PUBLISHED_KEY, Publisher, make_queue
+from lineguard.registration import register_checkpoint
 from lineguard.settings import Settings
-from model.checkpoint import load_checkpoint, read_checkpoint
+from model.checkpoint import load_checkpoint
 from model.images import decode_image
 from model.recipe import Recipe, TrainingSettings
 from model.synthetic import defective_part, good_part
 from model.training import train
 from store.db import make_engine, upgrade
-from store.records import activate_model, register_model
 from store.schema import Inspection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def main() -> None:
         redis = Redis.from_url(settings.redis_url)
         engine = make_engine(settings.database_url)
         upgrade(engine)
-        register(engine, checkpoint, line)
+        register_checkpoint(engine, checkpoint, line)
         worker = start_worker(settings, args.device, args.batch_size, workdir / "worker.log")
         try:
             wait_for(lambda: SimpleWorker.count(queue=make_queue(redis, settings.queue_name)) == 1, 120, "the worker to start")
@@ -159,22 +159,6 @@ def bare_model_rate(model, encoded: list[bytes], batch_size: int) -> float:
     for start in range(0, len(images), batch_size):
         model.score_images(images[start : start + batch_size])
     return len(images) / (time.perf_counter() - started)
-
-
-def register(engine: Engine, checkpoint: Path, line: str) -> None:
-    contents = read_checkpoint(checkpoint)
-    register_model(
-        engine,
-        version=contents["version"],
-        checkpoint_path=str(checkpoint.resolve()),
-        recipe=contents["recipe"],
-        calibration=contents["calibration"],
-        metrics=contents["metrics"],
-        teacher_source=contents["teacher_source"],
-        random_teacher=contents["random_teacher"],
-        training_data=contents["training_data"],
-    )
-    activate_model(engine, line, contents["version"])
 
 
 def start_worker(settings: Settings, device: str, batch_size: int, log_path: Path) -> subprocess.Popen[bytes]:

@@ -38,6 +38,7 @@ from ingest.frames import Frame, new_frame_id
 from ingest.publisher import Publisher
 from lineguard.cli import build_parser
 from lineguard.line_status import format_line, line_status
+from lineguard.registration import register_checkpoint
 from lineguard.services import (
     ServiceUnavailableError,
     connect_redis,
@@ -46,13 +47,11 @@ from lineguard.services import (
 )
 from lineguard.settings import Settings
 from lineguard.signals import sigterm_interrupts, stop_on_signals
-from model.checkpoint import read_checkpoint
 from model.errors import TeacherWeightsError
 from model.recipe import Recipe, TrainingSettings
 from model.synthetic import DEFECT_KINDS, defective_part, good_part
 from model.teacher import RANDOM_TEACHER, TEACHER_WEIGHTS_ENV, resolve_teacher_weights
 from model.training import train
-from store.records import activate_model, register_model
 
 log = logging.getLogger("lineguard.demo")
 
@@ -392,19 +391,7 @@ def random_teacher_warning() -> str:
 
 def _register_and_activate(engine: Engine, checkpoint: Path) -> tuple[str, str, bool]:
     """Register `checkpoint` and make it the demo line's model; returns (version, teacher source, random teacher)."""
-    contents = read_checkpoint(checkpoint)
-    register_model(
-        engine,
-        version=contents["version"],
-        checkpoint_path=str(checkpoint),
-        recipe=contents["recipe"],
-        calibration=contents["calibration"],
-        metrics=contents["metrics"],
-        teacher_source=contents["teacher_source"],
-        random_teacher=contents["random_teacher"],
-        training_data=contents["training_data"],
-    )
-    activate_model(engine, DEMO_LINE, contents["version"])
+    contents = register_checkpoint(engine, checkpoint, DEMO_LINE)
     if contents["random_teacher"]:
         print(random_teacher_warning(), flush=True)
     return contents["version"], contents["teacher_source"], bool(contents["random_teacher"])

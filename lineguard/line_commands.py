@@ -195,31 +195,17 @@ def run_worker_command(args: argparse.Namespace) -> int:
 
 
 def run_models_add(args: argparse.Namespace) -> int:
-    from model.checkpoint import read_checkpoint
-    from store.records import activate_model, register_model
+    from lineguard.registration import register_checkpoint
 
     if args.activate and not args.line:
         raise ValueError("--activate needs --line: the line that is to score with the model")
-    path = args.checkpoint.expanduser().resolve()
-    checkpoint = read_checkpoint(path)
     engine = _open_store()
     try:
-        register_model(
-            engine,
-            version=checkpoint["version"],
-            checkpoint_path=str(path),
-            recipe=checkpoint["recipe"],
-            calibration=checkpoint["calibration"],
-            metrics=checkpoint["metrics"],
-            teacher_source=checkpoint["teacher_source"],
-            random_teacher=checkpoint["random_teacher"],
-            training_data=checkpoint["training_data"],
-        )
-        print(f"registered model {checkpoint['version']} from {path} (teacher: {checkpoint['teacher_source']})")
+        checkpoint = register_checkpoint(engine, args.checkpoint, args.line if args.activate else None)
+        print(f"registered model {checkpoint['version']} from {args.checkpoint} (teacher: {checkpoint['teacher_source']})")
         if checkpoint["random_teacher"]:
             log.warning("model %s was trained with a RANDOM teacher: its scores are not those of the real method", checkpoint["version"])
         if args.activate:
-            activate_model(engine, args.line, checkpoint["version"])
             print(f"line {args.line} now scores with {checkpoint['version']}")
         elif args.line:
             print(f"activate it with: lineguard models activate {checkpoint['version']} --line {args.line}")

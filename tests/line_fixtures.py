@@ -24,11 +24,10 @@ from sqlalchemy import Engine, func, select
 
 from ingest.frames import Frame, new_frame_id
 from ingest.publisher import Publisher
+from lineguard.registration import register_checkpoint as register_model_file
 from lineguard.settings import Settings
-from model.checkpoint import read_checkpoint
 from model.synthetic import good_part
 from store.db import make_engine, upgrade
-from store.records import activate_model, register_model
 from store.schema import Inspection
 
 #: Redis database of these tests; the ingest tests use 15.
@@ -88,20 +87,7 @@ def _settings_in_environment(database_url: str, tmp_path: Path, monkeypatch: pyt
 
 def register_checkpoint(engine: Engine, checkpoint: Path, line: str = LINE) -> str:
     """Register `checkpoint` and activate it for `line`; returns its version."""
-    contents = read_checkpoint(checkpoint)
-    register_model(
-        engine,
-        version=contents["version"],
-        checkpoint_path=str(checkpoint),
-        recipe=contents["recipe"],
-        calibration=contents["calibration"],
-        metrics=contents["metrics"],
-        teacher_source=contents["teacher_source"],
-        random_teacher=contents["random_teacher"],
-        training_data=contents["training_data"],
-    )
-    activate_model(engine, line, contents["version"])
-    return contents["version"]
+    return register_model_file(engine, checkpoint, line)["version"]
 
 
 def make_part(rng: np.random.Generator, defective: bool) -> np.ndarray:

@@ -186,6 +186,14 @@ def write_inspections(engine: Engine, records: Sequence[InspectionRecord]) -> in
     return len(rows)
 
 
+def recorded_frame_ids(engine: Engine, frame_ids: Sequence[str]) -> set[str]:
+    """Those of `frame_ids` that already have an inspection row (a retried job checks this)."""
+    if not frame_ids:
+        return set()
+    with engine.connect() as connection:
+        return set(connection.scalars(select(Inspection.frame_id).where(Inspection.frame_id.in_(list(frame_ids)))))
+
+
 def inspections_frame(
     engine: Engine, filters: InspectionFilter | None = None, limit: int = EXPORT_ROW_LIMIT
 ) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from store.inspections import (
     StoredInspection,
     inspection_detail,
     inspections_frame,
+    recorded_frame_ids,
     write_inspections,
 )
 from store.ledger import SourceEventInfo, claim_ingested_file, recent_source_events, record_source_event
@@ -49,6 +50,7 @@ __all__ = [
     "list_models",
     "recent_source_events",
     "record_source_event",
+    "recorded_frame_ids",
     "register_model",
     "review_precision",
     "review_queue",

@@ -15,6 +15,7 @@ from store import (
     UnknownInspectionError,
     inspection_detail,
     inspections_frame,
+    recorded_frame_ids,
     save_review,
     write_inspections,
 )
@@ -141,3 +142,9 @@ def test_filters_refuse_unknown_verdicts_and_naive_times() -> None:
         InspectionFilter(verdict="bad")
     with pytest.raises(InvalidArgumentError, match="since"):
         InspectionFilter(since=BASE_TIME.replace(tzinfo=None))
+
+
+def test_recorded_frame_ids_names_only_frames_with_rows(store_engine: Engine) -> None:  # noqa: F811
+    write_inspections(store_engine, [make_record("f-1"), make_record("f-2")])
+    assert recorded_frame_ids(store_engine, ["f-2", "f-3", "f-1"]) == {"f-1", "f-2"}
+    assert recorded_frame_ids(store_engine, []) == set()

@@ -23,12 +23,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, select
 
 from model.errors import InvalidImageError
 from model.images import decode_image
 from model.scoring import InspectionModel
-from store.records import InspectionRecord, write_inspections
+from store.records import InspectionRecord, recorded_frame_ids, write_inspections
 from store.schema import ERROR_VERDICT, FLAGGED_VERDICT, Inspection
 from worker.context import WorkerContext, current_context
 from worker.errors import WorkerError
@@ -146,7 +145,7 @@ def _fetch_and_decode(
     """Decoded frames by line, their bytes fetched in one round trip; frames whose bytes are gone
     or do not decode get error rows in `records` (or, when already recorded, are counted in `outcome`)."""
     blobs = context.redis.mget([frame.key for frame in frames]) if frames else []
-    recorded_before = _recorded_frame_ids(context.engine, [frame.frame_id for frame, blob in zip(frames, blobs) if blob is None])
+    recorded_before = recorded_frame_ids(context.engine, [frame.frame_id for frame, blob in zip(frames, blobs) if blob is None])
     images_by_line: dict[str, list[tuple[QueuedFrame, np.ndarray]]] = {}
     for frame, blob in zip(frames, blobs):
         if blob is None:
@@ -307,11 +306,3 @@ def _has_identity(entry: Any) -> bool:
     return isinstance(entry, dict) and all(
         isinstance(entry.get(name), str) and 0 < len(entry[name]) <= longest for name, longest in _IDENTITY_FIELDS.items()
     )
-
-
-def _recorded_frame_ids(engine: Engine, frame_ids: list[str]) -> set[str]:
-    """Those of `frame_ids` that already have an inspection row."""
-    if not frame_ids:
-        return set()
-    with engine.connect() as connection:
-        return set(connection.scalars(select(Inspection.frame_id).where(Inspection.frame_id.in_(frame_ids))))

@@ -74,6 +74,8 @@ def test_the_demo_starts_redis_runs_the_line_and_stops_on_sigterm(small_checkpoi
     finally:
         if demo.poll() is None:
             demo.kill()
+        # Shown by pytest only when the test fails: what the demo said is the first clue.
+        print(output.read_text(errors="replace"))
 
     text = output.read_text()
     assert "started redis-server at redis://127.0.0.1:" in text

@@ -118,6 +118,29 @@ def _image_scores(network: TeacherStudent, cache: FeatureCache, device: torch.de
     return torch.cat(scores)
 
 
+def _train_epoch(
+    network: TeacherStudent,
+    cache: FeatureCache,
+    order: torch.Tensor,
+    optimiser: torch.optim.Optimizer,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+) -> float:
+    """One pass of the student over the cached inputs in `order`; returns the mean loss."""
+    network.student.train()
+    losses = []
+    for start in range(0, len(order), batch_size):
+        inputs, teacher_maps = cache.batch(order[start : start + batch_size], device)
+        with autocast(device, precision):
+            loss = distillation_loss(teacher_maps, network.student(inputs))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
 def train(
     data_dir: str | Path,
     out_path: str | Path,
@@ -158,27 +181,18 @@ def train(
     n_train = len(train_idx)
     bar = tqdm(range(1, settings.epochs + 1), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
-        network.student.train()
         # One randomly chosen view of each training image per epoch.
         chosen = torch.from_numpy(rng.permutation(n_train) * settings.augment_views + rng.integers(0, settings.augment_views, n_train))
-        losses = []
-        for start in range(0, n_train, settings.batch_size):
-            inputs, teacher_maps = train_cache.batch(chosen[start : start + settings.batch_size], device)
-            with autocast(device, precision):
-                loss = distillation_loss(teacher_maps, network.student(inputs))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            losses.append(loss.item())
+        loss = _train_epoch(network, train_cache, chosen, optimiser, settings.batch_size, device, precision)
         schedule.step()
         if epoch % settings.validate_every == 0 or epoch == settings.epochs:
             validation_score = float(_image_scores(network, val_cache, device, precision).mean())
             if validation_score < best_score:
                 best_score, best_epoch = validation_score, epoch
                 best_state = copy.deepcopy(network.student.state_dict())
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}", val=f"{validation_score:.4f}", best=best_epoch)
+            bar.set_postfix(loss=f"{loss:.4f}", val=f"{validation_score:.4f}", best=best_epoch)
         else:
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}", best=best_epoch)
+            bar.set_postfix(loss=f"{loss:.4f}", best=best_epoch)
     bar.close()
 
     network.student.load_state_dict(best_state)

@@ -37,6 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument("--no-record", action="store_true", help="do not store the metrics in the checkpoint")
     evaluate.set_defaults(handler=run_eval)
 
     score = commands.add_parser("score", help="score images; one JSON line per image")
@@ -85,7 +86,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from model.checkpoint import load_checkpoint
+    from model.checkpoint import load_checkpoint, record_metrics
     from model.evaluation import evaluate
 
     model = load_checkpoint(args.model, device=args.device, precision=args.precision)
@@ -93,6 +94,9 @@ def run_eval(args: argparse.Namespace) -> int:
         log.warning("model %s was trained with a RANDOM teacher: its scores are not those of the real method", model.version)
     figures = evaluate(model, args.category, args.report, progress=not args.no_progress)
     print(json.dumps(figures))
+    if not args.no_record:
+        record_metrics(args.model, {**figures, "evaluated_on": str(args.category.resolve())})
+        log.info("metrics recorded in %s; `lineguard models add` takes them to the store", args.model)
     return 0
 
 

@@ -81,13 +81,26 @@ def save_checkpoint(
         "metrics": plain(metrics),
         "library_versions": library_versions(),
     }
+    _write_atomically(path, payload)
+    return version
+
+
+def record_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
+    """Store evaluation metrics in an existing checkpoint, so that registering it in the store
+    carries them to the dashboard. The model's version does not change: it hashes weights only."""
+    payload = read_checkpoint(path)
+    payload["metrics"] = plain(metrics)
+    _write_atomically(Path(path), payload)
+
+
+def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
+    """A reader never sees half a checkpoint: write beside it, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     temporary = path.with_name(path.name + ".partial")
     temporary.write_bytes(buffer.getvalue())
     temporary.replace(path)
-    return version
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

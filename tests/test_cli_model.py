@@ -72,3 +72,20 @@ def test_score_of_only_bad_files_fails(capsys, tmp_path, small_checkpoint):
 def test_score_of_a_missing_path_is_an_error(capsys, tmp_path, small_checkpoint, missing):
     code, _, err = run_cli(capsys, "score", str(small_checkpoint), str(tmp_path / missing))
     assert code == 2 and "no such file or folder" in err
+
+
+def test_eval_records_its_metrics_in_the_checkpoint(capsys, tmp_path, small_checkpoint, synthetic_category):
+    import shutil
+
+    from model.checkpoint import read_checkpoint
+
+    checkpoint = tmp_path / "model.pt"
+    shutil.copy(small_checkpoint, checkpoint)
+    version = read_checkpoint(checkpoint)["version"]
+    code, out, _ = run_cli(capsys, "eval", str(checkpoint), str(synthetic_category), "--report", str(tmp_path / "r"), "--device", "cpu", "--no-progress")
+    assert code == 0
+    printed = json.loads(out.splitlines()[-1])
+    stored = read_checkpoint(checkpoint)
+    assert stored["version"] == version
+    assert stored["metrics"]["image_auroc"] == printed["image_auroc"]
+    assert stored["metrics"]["evaluated_on"] == str(synthetic_category.resolve())

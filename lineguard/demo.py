@@ -47,9 +47,11 @@ from lineguard.services import (
 )
 from lineguard.settings import Settings
 from lineguard.signals import sigterm_interrupts, stop_on_signals
+from model.checkpoint import load_checkpoint, record_metrics
 from model.errors import TeacherWeightsError
+from model.evaluation import evaluate
 from model.recipe import Recipe, TrainingSettings
-from model.synthetic import DEFECT_KINDS, defective_part, good_part
+from model.synthetic import DEFECT_KINDS, defective_part, good_part, write_category
 from model.teacher import RANDOM_TEACHER, TEACHER_WEIGHTS_ENV, resolve_teacher_weights
 from model.training import train
 
@@ -64,6 +66,8 @@ DEFECT_SHARE = 0.25
 #: Generated good parts the demo model is trained on, and how.
 TRAINING_PARTS = 40
 DEMO_RECIPE = Recipe(image_size=128, student_width=0.25, taps=["relu2_2", "relu3_3"])
+#: Good and defective generated parts each, on which a newly trained demo model is evaluated.
+EVALUATION_PARTS = 20
 DEMO_TRAINING = TrainingSettings(epochs=16, batch_size=8, augment_views=3, validate_every=4, seed=0)
 #: The ImageNet VGG16 weights file beside a checkout (../shared/weights), tried after LINEGUARD_TEACHER_WEIGHTS.
 SHARED_TEACHER_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "vgg16_imagenet_features.pth"
@@ -360,7 +364,22 @@ def _demo_checkpoint(directory: Path, retrain: bool) -> Path:
     print(f"training the demo model on {TRAINING_PARTS} generated good parts (a minute or so on a laptop CPU)...", flush=True)
     result = train(parts, checkpoint, DEMO_RECIPE, DEMO_TRAINING, teacher, progress=True)
     print(f"trained model {result.version} in {result.seconds:.0f} s", flush=True)
+    _evaluate_demo_model(directory, checkpoint)
     return checkpoint
+
+
+def _evaluate_demo_model(directory: Path, checkpoint: Path) -> None:
+    """Evaluate the new model on generated good and defective parts and keep the metrics in the
+    checkpoint, so the dashboard's Models page shows what the demo model can do."""
+    category = directory / "evaluation-parts"
+    write_category(category, n_train=0, n_test_good=EVALUATION_PARTS, n_test_defective=EVALUATION_PARTS, size=DEMO_RECIPE.image_size, seed=DEMO_TRAINING.seed + 1)
+    figures = evaluate(load_checkpoint(checkpoint, device="cpu"), category, directory / "evaluation-report", progress=False)
+    record_metrics(checkpoint, {**figures, "evaluated_on": "generated parts"})
+    print(
+        f"evaluated on {2 * EVALUATION_PARTS} generated parts: image AUROC {figures['image_auroc']:.3f}, "
+        f"pixel AUROC {figures['pixel_auroc']:.3f} (report in {directory / 'evaluation-report'})",
+        flush=True,
+    )
 
 
 def teacher_weights_spec() -> str | None:

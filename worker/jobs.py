@@ -201,15 +201,10 @@ def _score_group(
             keys = evidence_keys(frame.line, frame.camera, frame.captured_at, frame.frame_id)
             image_key, heatmap_key = save_evidence(context.artifacts, keys, image, result, model)
         records.append(
-            InspectionRecord(
-                frame_id=frame.frame_id,
-                line=frame.line,
-                camera=frame.camera,
-                source=frame.source,
-                captured_at=frame.captured_at,
-                enqueued_at=frame.enqueued_at,
-                started_at=started_at,
-                finished_at=datetime.now(UTC),
+            _frame_record(
+                frame,
+                started_at,
+                context.name,
                 verdict=FLAGGED_VERDICT if result.is_anomaly else GOOD_VERDICT,
                 model_version=model.version,
                 score=min(max(result.score, 0.0), 1.0),
@@ -217,7 +212,6 @@ def _score_group(
                 threshold=float(model.calibration.threshold),
                 image_key=image_key,
                 heatmap_key=heatmap_key,
-                worker=context.name,
                 random_teacher=model.random_teacher,
             )
         )
@@ -263,7 +257,9 @@ def _aware_time(entry: dict[str, Any], name: str) -> datetime:
     return moment
 
 
-def _error_record(frame: QueuedFrame, reason: str, started_at: datetime, worker: str) -> InspectionRecord:
+def _frame_record(frame: QueuedFrame, started_at: datetime, worker: str, **outcome: Any) -> InspectionRecord:
+    """The row of `frame`: its identity and times, and the `outcome` fields (verdict, scores or error).
+    InspectionRecord rejects an unknown field, so a misspelt outcome cannot pass silently."""
     return InspectionRecord(
         frame_id=frame.frame_id,
         line=frame.line,
@@ -273,10 +269,13 @@ def _error_record(frame: QueuedFrame, reason: str, started_at: datetime, worker:
         enqueued_at=frame.enqueued_at,
         started_at=started_at,
         finished_at=datetime.now(UTC),
-        verdict=ERROR_VERDICT,
-        error=reason,
         worker=worker,
+        **outcome,
     )
+
+
+def _error_record(frame: QueuedFrame, reason: str, started_at: datetime, worker: str) -> InspectionRecord:
+    return _frame_record(frame, started_at, worker, verdict=ERROR_VERDICT, error=reason)
 
 
 def _metadata_error_record(entry: Any, error: Exception, started_at: datetime, worker: str) -> InspectionRecord | None:

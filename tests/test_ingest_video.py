@@ -65,6 +65,21 @@ def source_events(engine: Engine) -> list[tuple[str, str]]:
         return [(kind, message) for kind, message in rows]
 
 
+def run_until_more_than_a_video_is_published(source: VideoSource, publisher: Publisher, redis: Redis) -> list:
+    """Run `source` in a thread until it has published more frames than the test video holds
+    (or 10 s pass), then stop it; returns the list holding its run's stats."""
+    stop = threading.Event()
+    results = []
+    runner = threading.Thread(target=lambda: results.append(source.run(publisher, stop_event=stop)))
+    runner.start()
+    deadline = time.monotonic() + 10
+    while int(redis.hget(PUBLISHED_KEY, "L1/C1") or 0) <= VIDEO_FRAMES and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    runner.join(timeout=5)
+    return results
+
+
 def test_a_file_without_cap_publishes_every_frame_as_jpeg(
     video: Path, engine: Engine, publisher: Publisher, redis: Redis
 ) -> None:
@@ -98,15 +113,7 @@ def test_a_looping_file_continues_past_its_end_until_stopped(
     video: Path, engine: Engine, publisher: Publisher, redis: Redis
 ) -> None:
     source = VideoSource(str(video), "L1", "C1", engine=engine, loop=True)
-    stop = threading.Event()
-    results = []
-    runner = threading.Thread(target=lambda: results.append(source.run(publisher, stop_event=stop)))
-    runner.start()
-    deadline = time.monotonic() + 10
-    while int(redis.hget(PUBLISHED_KEY, "L1/C1") or 0) <= VIDEO_FRAMES and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop.set()
-    runner.join(timeout=5)
+    results = run_until_more_than_a_video_is_published(source, publisher, redis)
 
     assert results[0].frames_read > VIDEO_FRAMES
     assert results[0].reconnects == 0
@@ -172,15 +179,7 @@ def test_a_live_stream_that_drops_is_reconnected(
 ) -> None:
     source = VideoSource(video_url, "L1", "C1", engine=engine, reconnect_initial_s=0.01, max_reconnects=3)
     assert source.kind == "stream"
-    stop = threading.Event()
-    results = []
-    runner = threading.Thread(target=lambda: results.append(source.run(publisher, stop_event=stop)))
-    runner.start()
-    deadline = time.monotonic() + 10
-    while int(redis.hget(PUBLISHED_KEY, "L1/C1") or 0) <= VIDEO_FRAMES and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop.set()
-    runner.join(timeout=5)
+    results = run_until_more_than_a_video_is_published(source, publisher, redis)
 
     assert results[0].published > VIDEO_FRAMES
     assert results[0].reconnects >= 1

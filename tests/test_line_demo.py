@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torchvision
 from line_fixtures import REPO_ROOT, row_count, wait_until
 from sqlalchemy import select
 
@@ -93,7 +94,12 @@ def test_the_demo_starts_redis_runs_the_line_and_stops_on_sigterm(small_checkpoi
 
 def test_without_imagenet_weights_the_demo_takes_a_random_teacher_and_says_so(monkeypatch, tmp_path):
     monkeypatch.delenv("LINEGUARD_TEACHER_WEIGHTS", raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no torchvision cache (and no internet here)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no torchvision cache
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")  # a test never downloads weights, even where it could
+
+    monkeypatch.setattr(torchvision.models.VGG16_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
     monkeypatch.setattr(demo_module, "SHARED_TEACHER_WEIGHTS", tmp_path / "missing.pth")
     assert demo_module.teacher_weights_spec() == "random"
     assert "RANDOM TEACHER" in demo_module.random_teacher_warning()

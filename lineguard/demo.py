@@ -68,7 +68,7 @@ TRAINING_PARTS = 40
 DEMO_RECIPE = Recipe(image_size=128, student_width=0.25, taps=["relu2_2", "relu3_3"])
 #: Good and defective generated parts each, on which a newly trained demo model is evaluated.
 EVALUATION_PARTS = 20
-DEMO_TRAINING = TrainingSettings(epochs=16, batch_size=8, augment_views=3, validate_every=4, seed=0)
+DEMO_TRAINING = TrainingSettings(steps=64, batch_size=8, seed=0)
 #: The ImageNet VGG16 weights file beside a checkout (../shared/weights), tried after LINEGUARD_TEACHER_WEIGHTS.
 SHARED_TEACHER_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "vgg16_imagenet_features.pth"
 #: Seconds between two status lines.

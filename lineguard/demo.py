@@ -128,7 +128,7 @@ def run_demo(options: DemoOptions) -> int:
         )
         redis = connect_redis(settings)
         cleanup.callback(redis.close)
-        engine = open_store(settings)
+        engine = open_store(settings, migrate=True)
         cleanup.callback(engine.dispose)
         checkpoint = options.checkpoint.resolve() if options.checkpoint else _demo_checkpoint(directory, options.retrain)
         version, teacher, random_teacher = _register_and_activate(engine, checkpoint)

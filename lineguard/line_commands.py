@@ -66,6 +66,10 @@ def _register_ingest(commands: argparse._SubParsersAction) -> None:
     )
     publishing.add_argument("--block-timeout", type=float, help="with block: give up after this many seconds (default: wait)")
     publishing.add_argument("--frame-ttl", type=int, default=3600, help="seconds a frame waits in Redis before it expires")
+    publishing.add_argument(
+        "--reconcile-interval", type=float, default=10.0,
+        help="seconds between passes that find frames lost with Redis (a folder sends them again, a stream counts them; default 10)",
+    )
     publishing.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ingest = commands.add_parser("ingest", help="publish frames from a folder or a video source into the queue")
@@ -138,7 +142,10 @@ def run_ingest_folder(args: argparse.Namespace) -> int:
     settings = Settings.from_environment()
     engine, redis = _open_line(settings)
     try:
-        source = FolderSource(args.directory, args.line, args.camera, engine=engine, recursive=args.recursive)
+        source = FolderSource(
+            args.directory, args.line, args.camera, engine=engine, recursive=args.recursive,
+            reconcile_interval_s=args.reconcile_interval,
+        )
         with stop_on_signals() as stop:
             publisher = _publisher(redis, settings, args, stop)
             stats = source.run(publisher, watch=args.watch, stop_event=stop, progress=not args.no_progress)
@@ -156,7 +163,10 @@ def run_ingest_video(args: argparse.Namespace) -> int:
     settings = Settings.from_environment()
     engine, redis = _open_line(settings)
     try:
-        source = VideoSource(args.source, args.line, args.camera, engine=engine, fps_cap=args.fps, loop=args.loop)
+        source = VideoSource(
+            args.source, args.line, args.camera, engine=engine, fps_cap=args.fps, loop=args.loop,
+            reconcile_interval_s=args.reconcile_interval,
+        )
         with stop_on_signals() as stop:
             publisher = _publisher(redis, settings, args, stop)
             stats = source.run(publisher, stop_event=stop, progress=not args.no_progress)

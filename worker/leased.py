@@ -215,16 +215,26 @@ class LeasedWorker(SimpleWorker):
                 return
             exc_info = sys.exc_info()
             job, execution = running.pop(jobs[0].id)
-            self.redis_waiter.call(lambda: self._finish(job, lambda: self._finalize_failure(job, queue, execution, exc_info)), "failing a job")
+            self.redis_waiter.call(
+                lambda: self._finish(job, execution, lambda: self._finalize_failure(job, queue, execution, exc_info)), "failing a job"
+            )
             return
         for job in jobs:
             job, execution = running.pop(job.id)
             self.redis_waiter.call(
-                lambda job=job, execution=execution: self._finish(job, lambda: self._finalize_success(job, queue, execution, outcome)),
+                lambda job=job, execution=execution: self._finish(
+                    job, execution, lambda: self._finalize_success(job, queue, execution, outcome)
+                ),
                 "finishing a job",
             )
 
-    def _finish(self, job: Job, finalize: Callable[[], None]) -> None:
+    def _finish(self, job: Job, execution: Execution, finalize: Callable[[], None]) -> None:
+        """Record the end of `job` in rq (`finalize`), unless Redis forgot the job meanwhile (a restart
+        without persistence): its rows are written, and nothing is left to finish."""
+        if not self.connection.exists(job.key):
+            self.executions.pop(execution.id, None)
+            logger.info("job %s was forgotten by Redis while it ran; its frames are recorded", job.id)
+            return
         # A dead worker's execution may have outlived its lease by up to a second when this job
         # started (rq rounds registry scores down to whole seconds); it is gone by now.
         self._forget_dead_executions(job)

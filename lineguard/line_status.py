@@ -17,8 +17,6 @@ from sqlalchemy import Engine
 from store.records import line_counts, lost_frame_counts, status_summary
 from wire.protocol import pending_frames_by_line, queue_counters, worker_beats
 
-#: A worker counts as alive when its last heartbeat is this recent (workers beat at least once a lease).
-WORKER_ALIVE_WITHIN_S = 60
 #: Frames per second are averaged over this many recent seconds.
 RATE_WINDOW_S = 60
 
@@ -85,10 +83,9 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
 
 
 def workers_alive(redis: Redis, queue_name: str, now: datetime | None = None) -> int:
-    """Workers of the queue whose last heartbeat is at most WORKER_ALIVE_WITHIN_S old."""
+    """Workers of the queue that beat recently (see `wire.protocol.WorkerBeat.alive`)."""
     now = now or datetime.now(UTC)
-    oldest = now - timedelta(seconds=WORKER_ALIVE_WITHIN_S)
-    return sum(1 for beat in worker_beats(redis, queue_name) if beat.last_heartbeat is not None and beat.last_heartbeat >= oldest)
+    return sum(1 for beat in worker_beats(redis, queue_name) if beat.alive(now))
 
 
 def format_status(status: dict[str, Any]) -> str:

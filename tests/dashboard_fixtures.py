@@ -167,6 +167,7 @@ def _record(
         heatmap_key=heatmap_key,
         worker="worker-1",
         random_teacher=random_teacher,
+        origin=f"shift-2/{frame_id}.png",
     )
 
 

@@ -52,6 +52,9 @@ REFUSED_JOBS_KEY = "lineguard:refused_jobs"
 SERIALIZER = JSONSerializer
 """rq serializer of every job and worker of the line: JSON, so nothing read from Redis is unpickled."""
 
+WORKER_ALIVE_WITHIN_S = 60
+"""A worker counts as alive when its last heartbeat is this recent (workers beat at least once a lease)."""
+
 FUNCTION_NAME_SHOWN = 200
 """Characters of a refused job's function name kept in counters and logs."""
 
@@ -263,6 +266,10 @@ class WorkerBeat:
     name: str
     state: str
     last_heartbeat: datetime | None
+
+    def alive(self, now: datetime) -> bool:
+        """Whether the worker beat within WORKER_ALIVE_WITHIN_S of `now`."""
+        return self.last_heartbeat is not None and (now - self.last_heartbeat).total_seconds() <= WORKER_ALIVE_WITHIN_S
 
 
 def worker_beats(redis: Redis, queue_name: str = DEFAULT_QUEUE_NAME) -> list[WorkerBeat]:

@@ -37,7 +37,8 @@ from rq import SimpleWorker
 from sqlalchemy import Engine, func, select
 
 from ingest.frames import Frame, new_frame_id
-from ingest.publisher import DROPS_KEY, PUBLISHED_KEY, Publisher, make_queue
+from ingest.publisher import Publisher
+from wire.protocol import DROPS_KEY, PUBLISHED_KEY, make_queue
 from lineguard.registration import register_checkpoint
 from lineguard.settings import Settings
 from model.checkpoint import load_checkpoint

@@ -2,7 +2,11 @@
 
 A run first takes the files already there (oldest first), then, when watching, polls for new ones.
 A file is taken only once complete (size and mtime unchanged for `stable_seconds`) and only once
-ever: it is claimed in the store before it is published, so a restart skips it.
+ever: it is claimed in the store, under the frame id it is published with, before it is read, so a
+restart skips it. A claim is settled once its row exists; a claimed file whose frame was lost (Redis
+forgot it, or the ingester died before sending it) is published again under the same frame id by
+the next reconciliation pass (see ingest.ledgers): at the start and end of every run and every
+`reconcile_interval_s` while watching.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from tqdm import tqdm
 
 from ingest.errors import SourceUnavailableError
 from ingest.frames import Frame, check_stream_name, new_frame_id
+from ingest.ledgers import FolderLedger, Waiters, read_regular_file
 from ingest.publisher import Publisher
-from store.records import claim_ingested_file, record_source_event
+from store.db import is_database_outage
+from store.records import UnsettledClaim, claim_ingested_file, record_source_event
+from wire.connections import OutageWaiter, is_redis_outage
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +52,14 @@ class FolderStats:
     """Files that disappeared before they could be read."""
     unreadable: int = 0
     """Files that could not be opened or read (recorded as source events)."""
+    republished: int = 0
+    """Claimed files whose frames were lost, published again under their frame ids."""
 
     def summary(self) -> str:
         """One line for the CLI."""
         return (
             f"{self.published} published, {self.already_ingested} already ingested, "
-            f"{self.vanished} vanished, {self.unreadable} unreadable"
+            f"{self.vanished} vanished, {self.unreadable} unreadable, {self.republished} published again"
         )
 
 
@@ -115,6 +124,7 @@ class FolderSource:
         extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
         stable_seconds: float = 1.0,
         poll_interval_s: float = 1.0,
+        reconcile_interval_s: float = 10.0,
     ) -> None:
         """Describe the source; nothing is read until `run`.
 
@@ -128,6 +138,7 @@ class FolderSource:
             stable_seconds: how long a file's size and mtime must stay unchanged before it is
                 taken, so a file still being written is not published half-done.
             poll_interval_s: time between directory scans while watching.
+            reconcile_interval_s: time between reconciliation passes while watching.
         """
         folder = Path(directory).expanduser().resolve()
         if not folder.is_dir():
@@ -136,6 +147,8 @@ class FolderSource:
             raise ValueError(f"stable_seconds must be >= 0, got {stable_seconds}")
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s}")
+        if reconcile_interval_s <= 0:
+            raise ValueError(f"reconcile_interval_s must be > 0, got {reconcile_interval_s}")
         if not extensions:
             raise ValueError("extensions must name at least one file ending, e.g. ('.png',)")
         self.directory = folder
@@ -150,6 +163,8 @@ class FolderSource:
         self._extensions = tuple(ending.lower() for ending in extensions)
         self._stable_seconds = stable_seconds
         self._poll_interval_s = poll_interval_s
+        self._reconcile_interval_s = reconcile_interval_s
+        self._database: OutageWaiter | None = None
 
     def run(
         self,
@@ -170,10 +185,18 @@ class FolderSource:
         handled: set[Path] = set()
         # Unreadable files are retried only once their size or mtime changes.
         unreadable: set[_FileState] = set()
+        waiters = Waiters(
+            redis=OutageWaiter("Redis", is_redis_outage, should_stop=stop.is_set),
+            database=OutageWaiter("the database", is_database_outage, should_stop=stop.is_set),
+        )
+        self._database = waiters.database
+        ledger = FolderLedger(self._engine, self.source_key, waiters)
         mode = "backfill and watch" if watch else "backfill"
         self._record("started", f"{mode} of {self.directory}")
         try:
-            with tqdm(desc=f"{self.line}/{self.camera}", unit="file", disable=not progress) as bar:
+            with publisher.keeping(ledger), tqdm(desc=f"{self.line}/{self.camera}", unit="file", disable=not progress) as bar:
+                self._republish_lost(ledger, publisher, stats)
+                reconciled_at = time.monotonic()
                 while not stop.is_set():
                     listing = [
                         state for state in self._list_files()
@@ -193,16 +216,57 @@ class FolderSource:
                             bar.update(1)
                     if not watch and tracker.pending == 0:
                         break
+                    if time.monotonic() - reconciled_at >= self._reconcile_interval_s:
+                        self._republish_lost(ledger, publisher, stats)
+                        reconciled_at = time.monotonic()
                     next_stable = tracker.seconds_until_next_stable(time.monotonic())
                     wait = self._poll_interval_s if next_stable is None else min(self._poll_interval_s, next_stable)
                     publisher.idle(wait, stop)
-            publisher.close()
+                publisher.close()
+                if not stop.is_set():
+                    self._republish_lost(ledger, publisher, stats)
+                    publisher.close()
         except Exception as error:
             self._record("error", f"stopped by {type(error).__name__}: {error}")
             raise
         self._record("stopped", stats.summary())
         logger.info("%s: %s", self.source, stats.summary())
         return stats
+
+    def _republish_lost(self, ledger: FolderLedger, publisher: Publisher, stats: FolderStats) -> None:
+        """One reconciliation pass: publish again, under their frame ids, the claimed files whose
+        frames are neither in Redis nor in the store (nor in the publisher's buffer)."""
+        lost = ledger.lost_claims(publisher.redis, publisher.buffered_frame_ids())
+        vanished = [claim for claim in lost if not self._publish_claim(claim, publisher)]
+        ledger.settle([claim.frame_id for claim in vanished], "vanished")
+        for claim in vanished:
+            self._record("error", f"claimed file {claim.path} was lost in the queue and is no longer a readable file; it cannot be published again")
+        again = len(lost) - len(vanished)
+        if again:
+            stats.republished += again
+            logger.warning("%s: publishing again %d claimed files whose frames were lost", self.source, again)
+            self._record("recovered", f"published again {again} claimed files whose frames were neither in Redis nor in the store")
+
+    def _publish_claim(self, claim: UnsettledClaim, publisher: Publisher) -> bool:
+        """Publish a claimed file again under its frame id; False when it is no longer a readable file."""
+        data = read_regular_file(claim.path)
+        if data is None:
+            return False
+        path = Path(claim.path)
+        publisher.publish(self._frame(claim.frame_id, path, claim.mtime, data))
+        return True
+
+    def _frame(self, frame_id: str, path: Path, mtime: float, data: bytes) -> Frame:
+        """The frame of one file, captured at its mtime, found by its path inside the folder."""
+        return Frame(
+            frame_id=frame_id,
+            line=self.line,
+            camera=self.camera,
+            source=self.source,
+            captured_at=datetime.fromtimestamp(mtime, tz=timezone.utc),
+            data=data,
+            origin=path.relative_to(self.directory).as_posix() if path.is_relative_to(self.directory) else path.name,
+        )
 
     def _list_files(self) -> list[_FileState]:
         """Stat the image files now in the folder (and subfolders when recursive)."""
@@ -243,9 +307,15 @@ class FolderSource:
             self._report_unreadable(state, error, stats)
             return "unreadable"
         with handle:
-            # Claimed before publishing, so a crash between the two loses the file rather than
-            # publishing it twice after a restart; opening first keeps unreadable files unclaimed.
-            if not claim_ingested_file(self._engine, self.source_key, str(state.path), state.size, state.mtime):
+            # Claimed, under its frame id, before publishing: a crash between the two leaves an
+            # unsettled claim that the next pass publishes again. Opening first keeps unreadable
+            # files unclaimed.
+            frame_id = new_frame_id()
+            claimed = self._waiter().call(
+                lambda: claim_ingested_file(self._engine, self.source_key, str(state.path), state.size, state.mtime, frame_id),
+                f"claiming {state.path.name}",
+            )
+            if not claimed:
                 stats.already_ingested += 1
                 return "already_ingested"
             try:
@@ -254,17 +324,7 @@ class FolderSource:
                 self._report_unreadable(state, error, stats)
                 return "unreadable"
         # The bytes go as they are, even a corrupt image: the worker records undecodable frames.
-        publisher.publish(
-            Frame(
-                frame_id=new_frame_id(),
-                line=self.line,
-                camera=self.camera,
-                source=self.source,
-                captured_at=datetime.fromtimestamp(state.mtime, tz=timezone.utc),
-                data=data,
-                origin=state.path.relative_to(self.directory).as_posix(),
-            )
-        )
+        publisher.publish(self._frame(frame_id, state.path, state.mtime, data))
         stats.published += 1
         return "published"
 
@@ -275,6 +335,13 @@ class FolderSource:
         self._record("error", message)
         stats.unreadable += 1
 
+    def _waiter(self) -> OutageWaiter:
+        """The database's outage waiter of the running run (a plain one outside a run)."""
+        return self._database or OutageWaiter("the database", is_database_outage)
+
     def _record(self, kind: str, message: str) -> None:
-        """Record a source event of this folder in the store."""
-        record_source_event(self._engine, self.line, self.camera, self.source, kind, message)
+        """Record a source event of this folder in the store (waiting for the database if it is away)."""
+        self._waiter().call(
+            lambda: record_source_event(self._engine, self.line, self.camera, self.source, kind, message),
+            f"recording a source event ({kind})",
+        )

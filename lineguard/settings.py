@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ingest.publisher import DEFAULT_QUEUE_NAME
+from wire.protocol import DEFAULT_QUEUE_NAME
 from store.artifacts import DEFAULT_ARTIFACT_URL
 from store.db import DEFAULT_DATABASE_URL
 

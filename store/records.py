@@ -13,7 +13,15 @@ from store.inspections import (
     recorded_frame_ids,
     write_inspections,
 )
-from store.ledger import SourceEventInfo, claim_ingested_file, recent_source_events, record_source_event
+from store.ledger import (
+    SourceEventInfo,
+    UnsettledClaim,
+    claim_ingested_file,
+    recent_source_events,
+    record_source_event,
+    settle_claims,
+    unsettled_claims,
+)
 from store.registry import (
     ModelInfo,
     activate_model,
@@ -24,6 +32,15 @@ from store.registry import (
     register_model,
 )
 from store.reviews import LinePrecision, count_review_queue, review_precision, review_queue, save_review
+from store.streams import (
+    LostFrames,
+    SentFrame,
+    lost_frame_counts,
+    next_stream_sequence,
+    record_sent_frames,
+    settle_stream_frames,
+    unsettled_stream_frames,
+)
 from store.stats import CameraCounts, LineStatus, RateBucket, defect_rate_series, line_counts, status_summary
 
 __all__ = [
@@ -32,11 +49,14 @@ __all__ = [
     "InspectionRecord",
     "LinePrecision",
     "LineStatus",
+    "LostFrames",
     "ModelInfo",
     "RateBucket",
     "ReviewInfo",
+    "SentFrame",
     "SourceEventInfo",
     "StoredInspection",
+    "UnsettledClaim",
     "activate_model",
     "active_model_for_line",
     "active_models",
@@ -48,13 +68,20 @@ __all__ = [
     "inspections_frame",
     "line_counts",
     "list_models",
+    "lost_frame_counts",
+    "next_stream_sequence",
     "recent_source_events",
+    "record_sent_frames",
     "record_source_event",
     "recorded_frame_ids",
     "register_model",
     "review_precision",
     "review_queue",
     "save_review",
+    "settle_claims",
+    "settle_stream_frames",
     "status_summary",
+    "unsettled_claims",
+    "unsettled_stream_frames",
     "write_inspections",
 ]

@@ -58,6 +58,9 @@ class TeacherStudent(nn.Module):
         self.student = Student(self.teacher, recipe.student_width)
         blur = gaussian_kernel(recipe.blur_sigma) if recipe.blur_sigma > 0 else torch.ones(1)
         self.register_buffer("blur_kernel", blur, persistent=False)
+        # Each scale's map is divided by its mean on good parts (set after training), so that every
+        # scale counts in units of its own normal discrepancy; ones until then.
+        self.register_buffer("scale_weights", torch.ones(len(recipe.taps)))
 
     def scale_maps(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """(B,3,H,W) normalised input -> per tap, 1 - cos upsampled to (B,H,W), float32."""
@@ -70,9 +73,10 @@ class TeacherStudent(nn.Module):
             ]
 
     def anomaly_maps(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) normalised input -> (B,H,W) float32 anomaly maps: scales summed, then blurred."""
-        total = torch.stack(self.scale_maps(batch)).sum(dim=0)
+        """(B,3,H,W) normalised input -> (B,H,W) float32 anomaly maps: scales weighted and summed, then blurred."""
+        maps = torch.stack(self.scale_maps(batch))
         with torch.autocast(batch.device.type, enabled=False):
+            total = (maps * self.scale_weights.view(-1, 1, 1, 1)).sum(dim=0)
             return self.blur(total)
 
     def blur(self, maps: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,13 @@ def discrepancy_map(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tenso
     return 1.0 - (teacher * student).sum(dim=1) / norms.clamp_min(NORM_EPSILON)
 
 
-def distillation_loss(teacher_maps: list[torch.Tensor], student_maps: list[torch.Tensor]) -> torch.Tensor:
-    """Sum over scales of the mean squared distance of normalised features (2 - 2 cos per position)."""
-    return sum(2.0 * discrepancy_map(t, s).mean() for t, s in zip(teacher_maps, student_maps))
+def distillation_loss(teacher_maps: list[torch.Tensor], student_maps: list[torch.Tensor], hard_fraction: float = 1.0) -> torch.Tensor:
+    """Sum over scales of the mean squared distance of normalised features (2 - 2 cos per position),
+    over the `hard_fraction` of positions of the batch where it is largest (1.0: all of them)."""
+    total = 0.0
+    for t, s in zip(teacher_maps, student_maps):
+        distances = 2.0 * discrepancy_map(t, s).flatten()
+        if hard_fraction < 1.0:
+            distances = distances.topk(max(1, int(distances.numel() * hard_fraction))).values
+        total = total + distances.mean()
+    return total

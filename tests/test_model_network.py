@@ -127,3 +127,12 @@ def test_no_weights_anywhere_stops_with_instructions(monkeypatch):
     monkeypatch.setattr(torchvision.models.VGG16_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
     with pytest.raises(TeacherWeightsError, match="--teacher-weights PATH"):
         resolve_teacher_weights("vgg16", None)
+
+
+def test_hard_loss_averages_only_the_worst_reproduced_positions():
+    torch.manual_seed(0)
+    teacher, student = [torch.randn(2, 8, 10, 10)], [torch.randn(2, 8, 10, 10)]
+    distances = 2.0 * discrepancy_map(teacher[0], student[0]).flatten()
+    worst_tenth = distances.sort(descending=True).values[:20].mean()
+    assert distillation_loss(teacher, student, hard_fraction=0.1) == pytest.approx(float(worst_tenth), rel=1e-6)
+    assert distillation_loss(teacher, student) == pytest.approx(float(distances.mean()), rel=1e-6)

@@ -32,6 +32,9 @@ class Recipe(BaseModel):
         None, description="(height, width) of the network input; set by training from the training images"
     )
     student_width: float = Field(0.5, gt=0.0, le=1.0, description="student channels as a fraction of VGG's")
+    normalise_scales: bool = Field(
+        True, description="divide each scale's map by its mean on good training images before summing"
+    )
     blur_sigma: float = Field(4.0, ge=0.0, le=32.0, description="Gaussian blur of the anomaly map, input pixels")
     image_score: Literal["max", "topk_mean"] = Field("topk_mean", description="how a map becomes one score")
     topk_fraction: float = Field(0.05, gt=0.0, le=1.0, description="share of map pixels averaged by topk_mean")
@@ -62,10 +65,13 @@ class TrainingSettings(BaseModel):
     batch_size: int = Field(8, ge=1, le=256)
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate, cosine-annealed over the steps")
     weight_decay: float = Field(1e-5, ge=0.0, le=0.1)
+    hard_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="share of a batch's positions, the worst reproduced, that the loss averages"
+    )
     feature_reuse: int = Field(
         4, ge=1, le=64, description="passes of the student over each round of teacher features; 1: fresh features every step"
     )
-    feature_memory_mb: int = Field(2048, ge=64, description="memory for one round of teacher features (bf16)")
+    feature_memory_mb: int = Field(1024, ge=64, description="memory for one round of teacher features (bf16)")
     calibration_fraction: float = Field(
         0.2, gt=0.0, lt=0.9, description="share of the good images held out, never trained on, to set the threshold"
     )

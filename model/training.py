@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 MIN_TRAINING_IMAGES = 4
 # Held-out images are scored this many at a time when calibrating.
 CALIBRATION_BATCH = 8
+# Training images (at most) whose maps set the weights of the scales.
+SCALE_STATISTICS_IMAGES = 64
 
 
 @dataclass(frozen=True)
@@ -146,13 +148,26 @@ def views_per_round(network: TeacherStudent, settings: TrainingSettings) -> int:
     """How many augmented views' teacher features a round keeps: as many as fit the memory budget
     (bf16) and the step budget needs, at least one batch; with no reuse, one batch (the teacher
     runs for every batch)."""
-    needed = -(-settings.steps * settings.batch_size // settings.feature_reuse)
     if settings.feature_reuse == 1:
         return settings.batch_size
+    needed = -(-settings.steps * settings.batch_size // settings.feature_reuse)
     height, width = network.recipe.input_shape
     positions = [(height // stride) * (width // stride) for stride in network.teacher.tap_strides]
     bytes_per_view = 2 * sum(c * p for c, p in zip(network.teacher.channels, positions))
     return max(settings.batch_size, min(needed, int(settings.feature_memory_mb * 2**20 // bytes_per_view)))
+
+
+def teacher_features(
+    network: TeacherStudent, views: np.ndarray, batch_size: int, device: torch.device, precision: str
+) -> list[torch.Tensor]:
+    """(N,H,W,3) uint8 views -> per tap, the teacher's (N,C,h,w) features on `device`, in bf16
+    (half the memory; the loss compares in float32 anyway)."""
+    chunks = []
+    with torch.no_grad(), autocast(device, precision):
+        for start in range(0, len(views), batch_size):
+            inputs = to_network_input(list(views[start : start + batch_size])).to(device)
+            chunks.append([f.to(torch.bfloat16) for f in network.teacher(inputs)])
+    return [torch.cat(per_tap) for per_tap in zip(*chunks)]
 
 
 def train_student(
@@ -180,24 +195,15 @@ def train_student(
     losses: list[float] = []
     bar = tqdm(total=settings.steps, desc="training", unit="step", disable=not progress)
     while len(losses) < settings.steps:
-        inputs = to_network_input([augmented_view(images[index], rng) for index in cycle.take(round_views)])
-        with torch.no_grad(), autocast(device, precision):
-            # Kept in bf16 (half the memory); the loss compares in float32 anyway.
-            features = [
-                torch.cat(per_tap)
-                for per_tap in zip(
-                    *(
-                        [f.to(torch.bfloat16) for f in network.teacher(chunk.to(device))]
-                        for chunk in inputs.split(settings.batch_size)
-                    )
-                )
-            ]
+        views = np.stack([augmented_view(images[index], rng) for index in cycle.take(round_views)])
+        features = teacher_features(network, views, settings.batch_size, device, precision)
         round_steps = min(settings.steps - len(losses), max(1, round_views * settings.feature_reuse // settings.batch_size))
         order = np.concatenate([rng.permutation(round_views) for _ in range(settings.feature_reuse + 1)])
         for step in range(round_steps):
-            chosen = torch.from_numpy(order[step * settings.batch_size : (step + 1) * settings.batch_size])
+            chosen = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            targets = [f[torch.from_numpy(chosen).to(f.device)] for f in features]
             with autocast(device, precision):
-                loss = distillation_loss([f[chosen.to(f.device)] for f in features], student(inputs[chosen].to(device)))
+                loss = distillation_loss(targets, student(to_network_input(list(views[chosen])).to(device)), settings.hard_fraction)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -208,6 +214,23 @@ def train_student(
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
     bar.close()
     return losses
+
+
+def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device: torch.device, precision: str) -> list[float]:
+    """Set the network's scale weights to 1 / (taps x each scale's mean map on good training images),
+    so a good part's map averages about 1 and no scale outweighs another by its units alone.
+    The student has seen these images, but its discrepancy on them is within 3% of that on
+    held-out ones, scale for scale (docs/design.md), and held-out images stay for calibration."""
+    network.eval()
+    chosen = images[:: max(1, len(images) // SCALE_STATISTICS_IMAGES)][:SCALE_STATISTICS_IMAGES]
+    totals = torch.zeros(len(network.recipe.taps), dtype=torch.float64)
+    with torch.inference_mode(), autocast(device, precision):
+        for start in range(0, len(chosen), CALIBRATION_BATCH):
+            inputs = to_network_input(chosen[start : start + CALIBRATION_BATCH]).to(device)
+            totals += torch.stack([m.double().mean(dim=(1, 2)).sum() for m in network.scale_maps(inputs)]).cpu()
+    means = totals / len(chosen)
+    network.scale_weights.copy_((1.0 / (len(means) * means)).to(network.scale_weights))
+    return [float(m) for m in means]
 
 
 def train(
@@ -239,6 +262,7 @@ def train(
 
     images, unreadable = load_training_images([paths[i] for i in train_idx], recipe.input_shape, progress)
     losses = train_student(network, images, settings, device, precision, rng, progress)
+    scale_means = fit_scale_weights(network, images, device, precision) if recipe.normalise_scales else None
     del images
 
     scorer = InspectionModel(network, None, "uncalibrated", weights.source, device, precision)
@@ -256,6 +280,7 @@ def train(
         "skipped_files": skipped + unreadable,
         "settings": settings.model_dump(),
         "final_loss": float(np.mean(losses[-50:])),
+        "scale_means": scale_means,
         "device": str(device),
         "precision": precision,
         "seconds": round(seconds, 1),

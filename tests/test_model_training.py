@@ -200,3 +200,21 @@ def test_a_small_defect_on_a_long_strip_is_found(tmp_path, teacher_weights):
     assert results[-1].raw_score > max(r.raw_score for r in results[:-1])
     peak_y, peak_x = np.unravel_index(np.argmax(results[-1].anomaly_map), STRIP_SHAPE)
     assert np.hypot(peak_x - centre[0], peak_y - centre[1]) < 40
+
+
+def test_scale_weights_put_each_scale_of_good_parts_at_the_same_mean():
+    """After fitting, every scale of the good images' maps averages 1 / taps: none outweighs another."""
+    import torch
+
+    from model.geometry import to_network_input
+    from model.scoring import TeacherStudent
+    from model.training import fit_scale_weights
+
+    torch.manual_seed(0)
+    network = TeacherStudent(Recipe(input_shape=(64, 64), taps=["relu2_2", "relu3_3"], student_width=0.125))
+    images = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(10)]
+    means = fit_scale_weights(network, images, torch.device("cpu"), "fp32")
+    assert means[0] != pytest.approx(means[1], rel=0.05)  # the raw scales differ, so the test can fail
+    with torch.inference_mode():
+        weighted = [float((m * w).mean()) for m, w in zip(network.scale_maps(to_network_input(images)), network.scale_weights)]
+    assert weighted == pytest.approx([0.5, 0.5], rel=1e-3)

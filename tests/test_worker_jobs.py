@@ -117,7 +117,7 @@ def test_bad_frames_become_error_rows_and_the_rest_of_the_batch_is_scored(line_r
         "gray": png(cv2.cvtColor(part, cv2.COLOR_RGB2GRAY)),
         "gray16": png(cv2.cvtColor(part, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257),
         "rgba": png(np.dstack([cv2.cvtColor(part, cv2.COLOR_RGB2BGR), np.full(part.shape[:2], 255, np.uint8)])),
-        "bgr16": png(cv2.cvtColor(part, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257),
+        "bgr16": png(part.astype(np.uint16) * 257),  # png() writes RGB arrays in BGR order
         "expired": good,
     }
     frames = [make_frame(data, origin) for origin, data in files.items()]
@@ -131,8 +131,15 @@ def test_bad_frames_become_error_rows_and_the_rest_of_the_batch_is_scored(line_r
 
     rows = rows_by_origin(sqlite_engine, frames)
     assert set(rows) == set(files)
-    for origin in ("good", "gray", "gray16", "rgba", "bgr16"):
+    # Copies with the same colour pixels score as the original; gray copies are scored too (one
+    # score for 8 and 16 bits), though whether a gray version of a colour part is good is the model's call.
+    assert rows["good"]["verdict"] == "good", rows["good"]["error"]
+    for origin in ("rgba", "bgr16"):
         assert rows[origin]["verdict"] == "good", (origin, rows[origin]["error"])
+        assert rows[origin]["raw_score"] == pytest.approx(rows["good"]["raw_score"], rel=1e-4)
+    for origin in ("gray", "gray16"):
+        assert rows[origin]["error"] is None and rows[origin]["verdict"] in ("good", "defect")
+    assert rows["gray16"]["raw_score"] == pytest.approx(rows["gray"]["raw_score"], rel=1e-4)
     assert "empty file" in rows["empty"]["error"]
     assert "exceeds" in rows["huge"]["error"]
     for origin in ("corrupt", "truncated"):

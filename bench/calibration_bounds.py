@@ -9,6 +9,11 @@ the draws, on test/good).
 
     .venv/bin/python bench/calibration_bounds.py runs/ablation/mvtec_toothbrush-default.pt \\
         runs/ablation/mvtec_toothbrush-default-report/scores.csv [more pairs] --subsets 10 20 40
+
+`--simulate` instead draws calibration sets of n normal scores, many times, and prints the false
+reject rate each calibration really has (its mean and spread) for the recipe's bound, by n.
+
+    .venv/bin/python bench/calibration_bounds.py --simulate
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import t as student_t
 
-from model.calibration import fit_calibration
+from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration
 from model.checkpoint import read_checkpoint
 
 
@@ -67,14 +72,28 @@ def read_scores(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(good), np.array(defective)
 
 
+def simulate(rate: float, draws: int, rng: np.random.Generator) -> None:
+    """The false-reject rate realised by one calibration on n normal scores, over many draws."""
+    from scipy.stats import norm
+
+    print(f"stated rate {rate:.1%}; realised rate over {draws} calibrations of n good parts (normal scores)")
+    print(f"{'n':>5} {'mean':>7} {'median':>7} {'90th pct':>8} {'99th pct':>8}")
+    for n in (MIN_CALIBRATION_IMAGES, 12, 20, 50, 100, 250):
+        realised = np.array([norm.sf(fit_calibration(rng.normal(0.0, 1.0, n), rate).threshold) for _ in range(draws)])
+        print(f"{n:5d} {realised.mean():7.4f} {np.median(realised):7.4f} {np.quantile(realised, 0.9):8.4f} {np.quantile(realised, 0.99):8.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("pairs", nargs="+", help="checkpoint scores.csv [checkpoint scores.csv ...]")
+    parser.add_argument("pairs", nargs="*", help="checkpoint scores.csv [checkpoint scores.csv ...]")
+    parser.add_argument("--simulate", action="store_true", help="realised rates of the bound on simulated scores")
     parser.add_argument("--rate", type=float, default=0.01, help="stated false-reject rate")
     parser.add_argument("--subsets", type=int, nargs="*", default=[], help="also draw calibration sets of these sizes")
     parser.add_argument("--draws", type=int, default=2000)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
+    if args.simulate:
+        simulate(args.rate, args.draws, rng)
     for checkpoint, scores_csv in zip(args.pairs[::2], args.pairs[1::2]):
         calibration = np.array(read_checkpoint(checkpoint)["training_data"]["calibration_scores"])
         good, defective = read_scores(Path(scores_csv))

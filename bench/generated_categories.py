@@ -2,6 +2,8 @@
 
 - `weave`, `weave-gray`: a woven-fabric texture, colour and 8-bit gray (512x512);
 - `strip`: 2000x500 brushed-metal strips with small defects;
+- `weave-big`: the weave with 600 good parts to train (120 of them calibrate) and 300 good test
+  parts, to measure thresholds where calibration sets are large;
 - `toothbrush-gray`: the real dev set (../shared/data/mvtec_toothbrush) converted to gray;
 - `toothbrush-N` (with --scale N ...): N good parts made from the dev set's 60 by the line-camera
   augmentation (shift, rotation, scale, exposure), JPEG at full size, train/good only.
@@ -57,15 +59,17 @@ def main() -> None:
     parser.add_argument("--scale", type=int, nargs="*", default=[], help="also write toothbrush-N training sets")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    usual = dict(n_train=200, n_test_good=40, n_test_defective=40, seed=args.seed)
     generated = {
-        "weave": dict(kind="weave", size=512, gray=False),
-        "weave-gray": dict(kind="weave", size=512, gray=True),
-        "strip": dict(kind="strip", size=STRIP_SHAPE[1], gray=False),
+        "weave": dict(kind="weave", size=512, **usual),
+        "weave-gray": dict(kind="weave", size=512, gray=True, **usual),
+        "strip": dict(kind="strip", size=STRIP_SHAPE[1], **usual),
+        "weave-big": dict(kind="weave", size=512, n_train=600, n_test_good=300, n_test_defective=40, seed=11),
     }
     for name, options in generated.items():
         if not (args.out / name).is_dir():
             print(f"writing {name}", flush=True)
-            write_category(args.out / name, n_train=200, n_test_good=40, n_test_defective=40, seed=args.seed, **options)
+            write_category(args.out / name, **options)
     if not (args.out / "toothbrush-gray").is_dir():
         write_gray_copy(DEV_SET, args.out / "toothbrush-gray")
     for count in args.scale:

@@ -15,12 +15,15 @@ WRONG_PASSWORD_DELAY_S = 1.0
 
 
 def signed_in(password: SecretStr | None) -> bool:
-    """True when no password is required or this session gave it; otherwise shows the sign-in form.
+    """True when no password is required or this session gave it. Shows nothing."""
+    return password is None or bool(st.session_state.get(SIGNED_IN_KEY, False))
+
+
+def sign_in_form(password: SecretStr) -> None:
+    """The sign-in form; the right password signs the session in and reruns the app.
 
     The comparison takes the same time however much of the password is right.
     """
-    if password is None or st.session_state.get(SIGNED_IN_KEY, False):
-        return True
     st.title("lineguard")
     with st.form("sign_in"):
         given = st.text_input("Password", type="password", key="sign_in_password")
@@ -31,4 +34,3 @@ def signed_in(password: SecretStr | None) -> bool:
             st.rerun()
         time.sleep(WRONG_PASSWORD_DELAY_S)
         st.error("Wrong password.")
-    return False

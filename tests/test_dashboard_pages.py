@@ -35,7 +35,7 @@ def open_page(page: str) -> AppTest:
     at = app()
     at.run()
     if page != "live":
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [item.value for item in at.exception]
     return at
 
@@ -261,12 +261,12 @@ def test_every_page_and_a_review_on_postgresql(
     at = open_page("live")
     assert "line-a defect rate, last hour" in metrics(at)
     assert table_with(at, "alarm")["frames"].sum() == sum(store.recent_frames.values())
-    at.switch_page("pages/review.py").run()
+    at.switch_page("views/review.py").run()
     assert metrics(at)["Awaiting review"] == str(len(store.queue_ids))
     assert len(at.get("image")) == 12 + 2
     at.button(key="review_false_alarm").click().run()
     assert reviews_of(db_url, [store.queue_ids[0]]) == {store.queue_ids[0]: ("false_alarm", None, "test reviewer")}
-    at.switch_page("pages/models.py").run()
+    at.switch_page("views/models.py").run()
     assert not at.exception
     assert set(table_with(at, "calibration threshold")["version"]) == {"ts-imagenet-1", "ts-random-1"}
 
@@ -286,6 +286,48 @@ def test_password_gate(dashboard_env: Populated, monkeypatch: pytest.MonkeyPatch
     at.text_input(key="sign_in_password").input("open sesame")
     at.button[0].click().run()
     assert "line-a defect rate, last hour" in metrics(at)
+
+
+PASSWORD = "open sesame"
+#: Every page script of the navigation.
+VIEWS = ("live", "review", "models")
+
+
+@pytest.fixture
+def password_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINEGUARD_DASHBOARD_PASSWORD", PASSWORD)
+
+
+def attempt(at: AppTest, password: str) -> AppTest:
+    at.text_input(key="sign_in_password").input(password)
+    at.button[0].click().run()
+    return at
+
+
+@pytest.mark.parametrize("page", VIEWS)
+def test_no_page_runs_and_nothing_is_read_before_the_password(
+    page: str, dashboard_env: Populated, password_set: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store without the schema: any query before the gate would put that on the page.
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    at = app()
+    at.run()
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception and not at.error
+    assert [title.value for title in at.title] == ["lineguard"]
+    assert not at.metric and not at.dataframe and not at.get("image") and not at.subheader
+    assert [button.label for button in at.button] == ["Sign in"]
+    attempt(at, PASSWORD)
+    assert len(at.error) == 1 and "no lineguard tables" in at.error[0].value  # past the gate, the store is read
+
+
+def test_the_gate_opens_on_the_page_asked_for(dashboard_env: Populated, password_set: None) -> None:
+    at = app()
+    at.run()
+    at.switch_page("views/models.py").run()
+    attempt(at, PASSWORD)
+    assert not at.exception
+    assert set(table_with(at, "calibration threshold")["version"]) == {"ts-imagenet-1", "ts-random-1"}
 
 
 def test_a_bad_setting_is_named(dashboard_env: Populated, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,6 +73,10 @@ def _register_ingest(commands: argparse._SubParsersAction) -> None:
     folder.add_argument("directory", type=Path, help="folder of images")
     folder.add_argument("--watch", action="store_true", help="after the files present, keep publishing new ones")
     folder.add_argument("--recursive", action="store_true", help="also take files in subfolders")
+    folder.add_argument(
+        "--max-file-mb", type=float,
+        help="skip files larger than this many MiB without reading them (default: LINEGUARD_MAX_FILE_MB, else 64)",
+    )
     folder.set_defaults(handler=run_ingest_folder)
     video = sources.add_parser("video", parents=[publishing], help="a video file, camera index or stream URL")
     video.add_argument("source", help="video file, camera index (0, 1...) or URL (rtsp://...)")
@@ -135,9 +139,14 @@ def run_ingest_folder(args: argparse.Namespace) -> int:
     from lineguard.signals import stop_on_signals
 
     settings = Settings.from_environment()
+    if args.max_file_mb is not None:  # validated like the environment's value
+        settings = Settings(**{**settings.model_dump(), "max_file_mb": args.max_file_mb})
     engine, redis = _open_line(settings)
     try:
-        source = FolderSource(args.directory, args.line, args.camera, engine=engine, recursive=args.recursive)
+        source = FolderSource(
+            args.directory, args.line, args.camera, engine=engine, recursive=args.recursive,
+            max_file_bytes=settings.max_file_bytes,
+        )
         publisher = _publisher(redis, settings, args)
         with stop_on_signals() as stop:
             stats = source.run(publisher, watch=args.watch, stop_event=stop, progress=not args.no_progress)

@@ -1,4 +1,5 @@
-"""Where a line's shared services are: Redis, the database, the artifact storage and the queue name.
+"""Where a line's shared services are (Redis, the database, the artifact storage, the queue name),
+and the limit every folder ingester of the line applies to files.
 
 Every process of a line (ingesters, workers, the dashboard, the CLI) reads the same environment
 variables, so pointing them at the same Redis and database is all it takes to scale out across
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ingest.file_checks import DEFAULT_MAX_FILE_BYTES
 from ingest.publisher import DEFAULT_QUEUE_NAME
 from store.artifacts import DEFAULT_ARTIFACT_URL
 from store.db import DEFAULT_DATABASE_URL
@@ -28,6 +30,7 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "database_url": "DATABASE_URL",
     "artifacts_url": "LINEGUARD_ARTIFACTS",
     "queue_name": "LINEGUARD_QUEUE",
+    "max_file_mb": "LINEGUARD_MAX_FILE_MB",
 }
 
 
@@ -47,6 +50,12 @@ class Settings(BaseModel):
     )
     queue_name: str = Field(
         DEFAULT_QUEUE_NAME, min_length=1, max_length=128, description="rq queue ingesters fill and workers empty (LINEGUARD_QUEUE)"
+    )
+    max_file_mb: float = Field(
+        DEFAULT_MAX_FILE_BYTES / 2**20,
+        gt=0,
+        le=2**20,
+        description="folder ingesters skip files larger than this many MiB without reading them (LINEGUARD_MAX_FILE_MB)",
     )
 
     @field_validator("redis_url")
@@ -68,4 +77,9 @@ class Settings(BaseModel):
 
     def environment(self) -> dict[str, str]:
         """These settings as the environment variables a child process (worker, dashboard) reads."""
-        return {variable: getattr(self, name) for name, variable in ENVIRONMENT_VARIABLES.items()}
+        return {variable: str(getattr(self, name)) for name, variable in ENVIRONMENT_VARIABLES.items()}
+
+    @property
+    def max_file_bytes(self) -> int:
+        """`max_file_mb` in bytes."""
+        return int(self.max_file_mb * 2**20)

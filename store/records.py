@@ -13,7 +13,15 @@ from store.inspections import (
     recorded_frame_ids,
     write_inspections,
 )
-from store.ledger import SourceEventInfo, claim_ingested_file, recent_source_events, record_source_event
+from store.ledger import (
+    SKIPPED_FILE_KIND_PREFIX,
+    SourceEventInfo,
+    claim_ingested_file,
+    recent_source_events,
+    record_source_event,
+    record_source_events,
+    skipped_file_counts,
+)
 from store.registry import (
     ModelInfo,
     activate_model,
@@ -35,6 +43,7 @@ __all__ = [
     "ModelInfo",
     "RateBucket",
     "ReviewInfo",
+    "SKIPPED_FILE_KIND_PREFIX",
     "SourceEventInfo",
     "StoredInspection",
     "activate_model",
@@ -50,6 +59,8 @@ __all__ = [
     "list_models",
     "recent_source_events",
     "record_source_event",
+    "record_source_events",
+    "skipped_file_counts",
     "recorded_frame_ids",
     "register_model",
     "review_precision",

@@ -19,7 +19,7 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import Engine
 
 from ingest.publisher import make_queue, queue_counters
-from store.records import line_counts, status_summary
+from store.records import line_counts, skipped_file_counts, status_summary
 
 #: A worker counts as alive when its last heartbeat is this recent (workers beat at least once a lease).
 WORKER_ALIVE_WITHIN_S = 60
@@ -32,9 +32,11 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
 
     ``{"queue": {"name", "queued_jobs", "started_jobs", "failed_jobs"}, "workers_alive": int,
     "published": int, "dropped": int, "lines": {line: {"frames", "flagged", "errors", "pending",
-    "dropped", "published", "defect_rate", "frames_per_s", "active_model", "last_finished_at"}}}``.
+    "dropped", "published", "defect_rate", "frames_per_s", "active_model", "last_finished_at",
+    "skipped_files": {camera: {reason: count}}}}}``.
     ``pending`` counts frames in jobs waiting or running; ``defect_rate`` is flagged per scored
-    frame (None before the first); ``frames_per_s`` covers the last RATE_WINDOW_S seconds.
+    frame (None before the first); ``frames_per_s`` covers the last RATE_WINDOW_S seconds;
+    ``skipped_files`` counts the files folder sources did not take, each once per run (see ingest.file_checks).
     """
     now = now or datetime.now(UTC)
     counters = queue_counters(redis, queue_name)
@@ -47,9 +49,12 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
         published[stream["line"]] += stream["published"]
         dropped[stream["line"]] += stream["dropped"]
     stored = {status.line: status for status in status_summary(engine)}
+    skipped: dict[str, dict[str, dict[str, int]]] = {}
+    for (line, camera), reasons in skipped_file_counts(engine).items():
+        skipped.setdefault(line, {})[camera] = reasons
 
     lines = {}
-    for line in sorted(stored.keys() | published.keys() | dropped.keys() | pending.keys()):
+    for line in sorted(stored.keys() | published.keys() | dropped.keys() | pending.keys() | skipped.keys()):
         status = stored.get(line)
         frames, flagged, errors = (status.frames, status.flagged, status.errors) if status else (0, 0, 0)
         scored = frames - errors
@@ -64,6 +69,7 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
             "frames_per_s": recent.get(line, 0) / RATE_WINDOW_S,
             "active_model": status.active_model if status else None,
             "last_finished_at": status.last_finished_at.isoformat() if status and status.last_finished_at else None,
+            "skipped_files": skipped.get(line, {}),
         }
     return {
         "queue": {
@@ -114,7 +120,10 @@ def format_status(status: dict[str, Any]) -> str:
             f"{status['published']} frames published, {status['dropped']} dropped"
         )
     ]
-    text += [f"  {format_line(line, counts)}" for line, counts in status["lines"].items()]
+    for line, counts in status["lines"].items():
+        text.append(f"  {format_line(line, counts)}")
+        for camera, reasons in counts["skipped_files"].items():
+            text.append(f"    {line}/{camera}: files skipped: " + ", ".join(f"{n} {reason}" for reason, n in reasons.items()))
     if not status["lines"]:
         text.append("  no frames yet")
     return "\n".join(text)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
+import socket
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 #: The size of the issue's bomb: 20000 x 20000 pixels, 1.2 GB once decoded to RGB.
 BOMB_SIDE = 20_000
@@ -41,6 +44,61 @@ def jpeg_bomb(side: int = BOMB_SIDE, noise_side: int = BOMB_NOISE_SIDE, seed: in
     ok, encoded = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok
     return with_jpeg_size(encoded.tobytes(), side, side)
+
+
+@dataclass(frozen=True)
+class HostileFolder:
+    """A folder written by `write_hostile_folder`, and what an ingester must make of it."""
+
+    folder: Path
+    #: A folder beside it, holding the regular file a symlink points out to.
+    outside: Path
+    #: Names of the files to be taken (each to end as one row; bomb.jpg and tiny.png as error rows).
+    taken: frozenset[str]
+    #: Name of each file to be skipped -> the reason (see ingest.file_checks.SKIP_REASONS).
+    skipped: dict[str, str]
+    #: Names of the taken files opened through another name (symlinks).
+    opened_as: dict[str, str]
+
+
+def write_hostile_folder(folder: Path, outside: Path, parts: list[np.ndarray], sparse_bytes: int) -> HostileFolder:
+    """The issue's hostile folder, from ``parts`` (RGB uint8 images, at least two).
+
+    Good parts as PNG (one also as WebP, and a symlink to one), a GIF, a 1x1 image, a 20000x20000
+    JPEG bomb, a FIFO named x.png, a socket, symlinks to /etc/passwd, /dev/zero and a file outside,
+    a sparse file of ``sparse_bytes`` (nothing on disk) and, as root, a device node like /dev/zero.
+    """
+    folder.mkdir()
+    outside.mkdir()
+    good = {f"good-{index}.png": part for index, part in enumerate(parts[1:])}
+    for name, part in good.items():
+        cv2.imwrite(str(folder / name), cv2.cvtColor(part, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(outside / "secret.png"), cv2.cvtColor(parts[0], cv2.COLOR_RGB2BGR))
+    Image.fromarray(parts[0]).save(folder / "part.webp", lossless=True)
+    Image.fromarray(parts[0]).save(folder / "part.gif")
+    cv2.imwrite(str(folder / "tiny.png"), parts[0][:1, :1])
+    (folder / "bomb.jpg").write_bytes(jpeg_bomb())
+    first_good = next(iter(good))
+    (folder / "link-to-good.png").symlink_to(first_good)
+    (folder / "passwd.png").symlink_to("/etc/passwd")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    (folder / "secret.png").symlink_to(outside / "secret.png")
+    os.mkfifo(folder / "x.png")
+    with socket.socket(socket.AF_UNIX) as unix_socket:
+        unix_socket.bind(str(folder / "sock.png"))  # the socket file stays after the socket is closed
+    with (folder / "huge.png").open("wb") as huge:
+        huge.truncate(sparse_bytes)
+    kind = ["passwd.png", "zero.png", "secret.png", "x.png", "sock.png"]
+    if os.geteuid() == 0:
+        os.mknod(folder / "zero-device.png", 0o600 | 0o020000, os.makedev(1, 5))
+        kind.append("zero-device.png")
+    return HostileFolder(
+        folder=folder,
+        outside=outside,
+        taken=frozenset([*good, "part.webp", "tiny.png", "bomb.jpg", "link-to-good.png"]),
+        skipped={**dict.fromkeys(kind, "kind"), "huge.png": "size", "part.gif": "extension"},
+        opened_as={"link-to-good.png": first_good},
+    )
 
 
 def memory_capped(address_space_bytes: int) -> Callable[[], None]:

@@ -7,10 +7,13 @@ bench/hostile_files.py uses them too.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import resource
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The size of the issue's bomb: 20000 x 20000 pixels, 1.2 GB once decoded to RGB.
 BOMB_SIDE = 20_000
 #: Side of the noise image whose JPEG data the bomb carries (about 6 MB at quality 95).
@@ -153,3 +157,43 @@ class OpenWatch:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+#: What decoding one bomb may cost the decoding process, as the issue asks of a worker.
+BOMB_BUDGET_BYTES = 100 * 2**20
+#: Decodes each file given under an address-space cap of what the process has now plus the budget
+#: (so that no test can take the machine's memory), and prints each outcome with the growth of its
+#: peak resident memory (VmHWM, reset before each file through /proc/self/clear_refs).
+MEASURE_DECODE = """
+import json, resource, sys
+from model.images import decode_image  # loads OpenCV and torch, as a worker has
+def kib(field):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field))
+cap = kib("VmSize") * 1024 + int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+results = {}
+for path in sys.argv[2:]:
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    before = kib("VmRSS")
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        decode_image(data, path)
+        outcome = "decoded"
+    except Exception as error:
+        outcome = f"{type(error).__name__}: {error}"
+    results[path] = {"outcome": outcome, "growth_bytes": (kib("VmHWM") - before) * 1024}
+print(json.dumps(results))
+"""
+
+
+def decode_costs(paths: list[Path], budget_bytes: int, timeout_s: float = 300) -> dict[str, dict[str, object]]:
+    """Each file's outcome ("decoded" or the error) and peak-memory growth, decoded by `model.images.decode_image`
+    in one fresh process capped at its address space after import plus ``budget_bytes``: path -> {outcome, growth_bytes}."""
+    measured = subprocess.run(
+        [sys.executable, "-c", MEASURE_DECODE, str(budget_bytes), *map(str, paths)],
+        capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT, check=True,
+    )
+    return json.loads(measured.stdout.strip().splitlines()[-1])

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pipeline import forget_bench_keys, train_briefly
+from pipeline import bench_line, forget_bench_keys, train_briefly
 from redis import Redis
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,10 +47,8 @@ from hostile_fixtures import (  # noqa: E402
 
 from ingest.frames import Frame, new_frame_id  # noqa: E402
 from ingest.publisher import Publisher  # noqa: E402
-from lineguard.registration import register_checkpoint  # noqa: E402
 from lineguard.settings import Settings  # noqa: E402
 from model.synthetic import good_part  # noqa: E402
-from store.db import make_engine, upgrade  # noqa: E402
 from store.records import inspections_frame  # noqa: E402
 
 CAMERA = "cam-1"
@@ -67,18 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lineguard-bench-hostile-") as folder:
         workdir = Path(folder)
         checkpoint = args.checkpoint or train_briefly(workdir)
-        settings = Settings.from_environment().model_copy(
-            update={
-                "database_url": f"sqlite:///{workdir / 'bench.db'}",
-                "artifacts_url": str(workdir / "artifacts"),
-                "queue_name": f"lineguard-bench-hostile-{os.getpid()}",
-            }
-        )
-        line = f"bench-hostile-{os.getpid()}"
-        redis = Redis.from_url(settings.redis_url)
-        engine = make_engine(settings.database_url)
-        upgrade(engine)
-        register_checkpoint(engine, checkpoint, line)
+        settings, line, redis, engine = bench_line(workdir, "bench-hostile", checkpoint)
         run = capped_runner(settings, workdir)
         try:
             hostile_folder(workdir, line, run, engine)

@@ -205,7 +205,8 @@ def test_only_regular_images_inside_the_folder_are_opened_and_every_skip_is_reco
     (images / "link-inside.png").symlink_to("good.png")
     os.mkfifo(images / "x.png")
     (images / "passwd.png").symlink_to("/etc/passwd")
-    (images / "zero.png").symlink_to("/dev/zero")
+    # (/dev/zero, which a regression would read without end, is left to the memory-capped
+    # subprocess of tests/test_line_hostile_folder.py.)
     (images / "outside.png").symlink_to(outside / "real.png")
     (images / "outside-pipe.png").symlink_to(outside / "pipe.png")
     (images / "anim.gif").write_bytes(b"GIF89a")
@@ -223,15 +224,15 @@ def test_only_regular_images_inside_the_folder_are_opened_and_every_skip_is_reco
     assert set(frames) == {"good.png", "part.webp", "link-inside.png"}
     assert frames["link-inside.png"] == frames["good.png"] == png_bytes(1)
     assert opened == {"good.png", "part.webp"}  # the link was read through its target; nothing else was opened
-    assert stats.skipped == {"kind": 5, "size": 1, "extension": 2}
-    assert stats.summary().endswith("8 skipped (5 kind, 1 size, 2 extension)")
+    assert stats.skipped == {"kind": 4, "size": 1, "extension": 2}
+    assert stats.summary().endswith("7 skipped (4 kind, 1 size, 2 extension)")
     skips = {message.split(": ", 1)[0]: (kind, message) for kind, message in source_events(engine) if kind.startswith("skipped:")}
     assert {Path(path).name: kind for path, (kind, _) in skips.items()} == {
-        "x.png": "skipped:kind", "passwd.png": "skipped:kind", "zero.png": "skipped:kind", "outside.png": "skipped:kind",
+        "x.png": "skipped:kind", "passwd.png": "skipped:kind", "outside.png": "skipped:kind",
         "outside-pipe.png": "skipped:kind", "big.png": "skipped:size", "anim.gif": "skipped:extension", "notes.txt": "skipped:extension",
     }
     assert "a FIFO (named pipe)" in skips[str(images.resolve() / "x.png")][1]
-    assert "/dev/zero, outside the watched folder" in skips[str(images.resolve() / "zero.png")][1]
+    assert "/etc/passwd, outside the watched folder" in skips[str(images.resolve() / "passwd.png")][1]
 
 
 def test_a_watch_records_a_skipped_file_once_however_often_it_looks(

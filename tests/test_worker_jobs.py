@@ -150,7 +150,9 @@ def test_a_tiny_frame_a_bomb_and_a_foreign_format_get_error_rows_not_verdicts(li
         "good": png(part),
         "one-pixel": png(part[:1, :1]),
         "thin": png(part[:MIN_SIDE - 1]),
-        "bomb": jpeg_bomb(noise_side=64),
+        # Just over the limit: were it decoded in this uncapped process, it would cost 200 MB, not 1.2 GB
+        # (the 20000x20000 bomb goes through a capped worker in test_line_hostile_folder).
+        "bomb": jpeg_bomb(side=8100, noise_side=64),
         "gif": b"GIF89a" + png(part)[6:],
     }
     frames = [make_frame(data, origin) for origin, data in files.items()]
@@ -162,7 +164,7 @@ def test_a_tiny_frame_a_bomb_and_a_foreign_format_get_error_rows_not_verdicts(li
     assert rows["good"]["verdict"] == "good"
     assert f"smaller than {MIN_SIDE} px" in rows["one-pixel"]["error"] and "PNG of 1x1" in rows["one-pixel"]["error"]
     assert f"smaller than {MIN_SIDE} px" in rows["thin"]["error"]
-    assert "JPEG of 20000x20000 exceeds" in rows["bomb"]["error"]
+    assert "JPEG of 8100x8100 exceeds" in rows["bomb"]["error"]
     assert "not one of the accepted formats" in rows["gif"]["error"]
     for origin in ("one-pixel", "thin", "bomb", "gif"):
         assert rows[origin]["verdict"] == "error" and rows[origin]["score"] is None

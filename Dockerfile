@@ -15,17 +15,18 @@ RUN apt-get update \
 WORKDIR /app
 # Dependencies first (a layer that changes only with pyproject.toml), then the code.
 COPY pyproject.toml README.md ./
-RUN mkdir lineguard model ingest worker store dashboard \
-    && touch lineguard/__init__.py model/__init__.py ingest/__init__.py worker/__init__.py store/__init__.py dashboard/__init__.py \
+RUN mkdir lineguard model ingest worker store dashboard wire \
+    && touch lineguard/__init__.py model/__init__.py ingest/__init__.py worker/__init__.py store/__init__.py dashboard/__init__.py wire/__init__.py \
     && pip install . \
     && pip uninstall -y lineguard \
-    && rm -rf lineguard model ingest worker store dashboard build
+    && rm -rf lineguard model ingest worker store dashboard wire build
 COPY lineguard ./lineguard
 COPY model ./model
 COPY ingest ./ingest
 COPY worker ./worker
 COPY store ./store
 COPY dashboard ./dashboard
+COPY wire ./wire
 RUN pip install --no-deps .
 
 RUN useradd --create-home --uid 1000 lineguard \

@@ -35,7 +35,7 @@ def main() -> None:
     maps = []
     for start in range(0, len(cases), 8):
         images = [read_image(case.image) for case in cases[start : start + 8]]
-        maps.append(model.maps_and_scores(model.prepare(images))[0].cpu())
+        maps.append(model.maps_and_scores(*model.prepare(images))[0].cpu())
     flat = torch.cat(maps).flatten(1)
 
     def auroc_of(scores: torch.Tensor) -> float:

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from model.calibration import fit_calibration
+from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration
 from model.checkpoint import load_checkpoint
 from model.devices import autocast
 from model.evaluation import find_test_cases
@@ -37,7 +37,9 @@ def images_per_second(run, batch: torch.Tensor, min_seconds: float) -> float:
 
 def untrained_model(device: torch.device, precision: str) -> InspectionModel:
     """Speed does not depend on learnt values: an untrained model of the default recipe will do."""
-    return InspectionModel(TeacherStudent(Recipe()), fit_calibration(np.array([0.0, 1.0]), 0.01), "bench", "random", device, precision)
+    recipe = Recipe(input_shape=(Recipe().image_size, Recipe().image_size))
+    calibration = fit_calibration(np.linspace(0.0, 1.0, MIN_CALIBRATION_IMAGES), 0.01)
+    return InspectionModel(TeacherStudent(recipe), calibration, "bench", "random", device, precision)
 
 
 def throughput_table(devices: list[torch.device], batch_sizes: list[int], min_seconds: float) -> None:
@@ -45,9 +47,9 @@ def throughput_table(devices: list[torch.device], batch_sizes: list[int], min_se
     for device in devices:
         for precision in ("fp32", "bf16"):
             model = untrained_model(device, precision)
-            size = model.recipe.image_size
+            height, width = model.recipe.input_shape
             for batch_size in batch_sizes:
-                batch = model.prepare([np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)] * batch_size)
+                batch, fitted = model.prepare([np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)] * batch_size)
 
                 @torch.inference_mode()
                 def teacher_only(inputs: torch.Tensor) -> None:
@@ -57,7 +59,7 @@ def throughput_table(devices: list[torch.device], batch_sizes: list[int], min_se
                         torch.cuda.synchronize()
 
                 def full_model(inputs: torch.Tensor) -> None:
-                    model.maps_and_scores(inputs)
+                    model.maps_and_scores(inputs, fitted)
                     if device.type == "cuda":
                         torch.cuda.synchronize()
 

@@ -37,7 +37,8 @@ from rq import SimpleWorker
 from sqlalchemy import Engine, func, select
 
 from ingest.frames import Frame, new_frame_id
-from ingest.publisher import DROPS_KEY, PUBLISHED_KEY, Publisher, make_queue
+from ingest.publisher import Publisher
+from wire.protocol import DROPS_KEY, PUBLISHED_KEY, make_queue
 from lineguard.registration import register_checkpoint
 from lineguard.settings import Settings
 from model.checkpoint import load_checkpoint
@@ -115,7 +116,7 @@ def main() -> None:
 
 
 def train_briefly(workdir: Path) -> Path:
-    """A model of the default recipe, trained for two epochs on 16 generated good parts."""
+    """A model of the default recipe, trained for a few steps on 16 generated good parts."""
     recipe = Recipe()
     parts = workdir / "parts"
     parts.mkdir()
@@ -123,7 +124,7 @@ def train_briefly(workdir: Path) -> Path:
     for index in range(16):
         cv2.imwrite(str(parts / f"{index:02d}.png"), cv2.cvtColor(good_part(recipe.image_size, rng), cv2.COLOR_RGB2BGR))
     started = time.perf_counter()
-    settings = TrainingSettings(epochs=2, batch_size=8, augment_views=1, validate_every=1, seed=0)
+    settings = TrainingSettings(steps=4, batch_size=8, seed=0)
     # Speed does not depend on the weights' values: without the ImageNet file beside the checkout the
     # bench uses a random teacher rather than download anything.
     teacher = str(TEACHER_WEIGHTS) if TEACHER_WEIGHTS.is_file() else "random"

@@ -1,20 +1,18 @@
 """Queue health from Redis: queue depth, frames published and dropped, workers alive.
 
-Reads only; the counters are the ones the publisher keeps (``ingest.publisher.queue_counters``) and
-the workers are those rq lists for the queue (a worker's key expires when its heartbeats stop).
+Reads only, through ``wire.protocol`` (which never runs rq's registry cleanups): the counters are the
+ones the publisher keeps, the workers those registered on the queue with their heartbeats.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Worker
-from rq.serializers import JSONSerializer
 
-from ingest.publisher import make_queue, queue_counters
+from wire.protocol import queue_counters, worker_beats
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +27,13 @@ class StreamCounters:
 
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
-    """A worker registered on the queue: its name, state ("idle", "busy"...) and last heartbeat (UTC)."""
+    """A worker registered on the queue: its name, state ("idle", "busy"...), last heartbeat (UTC)
+    and whether that heartbeat is recent enough to count it alive."""
 
     name: str
     state: str
     last_heartbeat: datetime | None
+    alive: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +59,9 @@ def queue_health(redis: Redis, queue_name: str) -> QueueHealth:
     """
     try:
         counters = queue_counters(redis, queue_name)
-        workers = Worker.all(queue=make_queue(redis, queue_name), serializer=JSONSerializer)
+        now = datetime.now(UTC)
         worker_infos = tuple(
-            sorted(
-                (WorkerInfo(worker.name, _state_name(worker.get_state()), worker.last_heartbeat) for worker in workers),
-                key=lambda info: info.name,
-            )
+            WorkerInfo(beat.name, beat.state, beat.last_heartbeat, beat.alive(now)) for beat in worker_beats(redis, queue_name)
         )
     except RedisError as error:
         return QueueHealth(queue_name, 0, 0, 0, 0, 0, (), (), error=f"{type(error).__name__}: {error}")
@@ -82,8 +79,3 @@ def queue_health(redis: Redis, queue_name: str) -> QueueHealth:
         streams=streams,
         workers=worker_infos,
     )
-
-
-def _state_name(state: object) -> str:
-    # rq gives a WorkerStatus (a str enum) for a worker it started, the stored text for one it looked up.
-    return str(getattr(state, "value", state))

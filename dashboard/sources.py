@@ -26,6 +26,7 @@ from store import (
     ArtifactStore,
     InspectionFilter,
     LinePrecision,
+    LostFrames,
     ModelInfo,
     RateBucket,
     StoredInspection,
@@ -33,6 +34,7 @@ from store import (
     defect_rate_series,
     inspection_detail,
     list_models,
+    lost_frame_counts,
     make_engine,
     open_artifact_store,
     review_precision,
@@ -104,6 +106,12 @@ def recent_buckets(database_url: str, since: datetime, bucket_seconds: int) -> l
 def health(redis_url: str, queue_name: str) -> QueueHealth:
     """Queue depth, published and dropped frames, and workers alive, read from Redis."""
     return queue_health(redis_client(redis_url), queue_name)
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def lost_frames(database_url: str) -> list[LostFrames]:
+    """Frames lost with Redis, per line and camera (see ``store.streams``)."""
+    return lost_frame_counts(engine(database_url))
 
 
 @st.cache_data(ttl=REFERENCE_TTL_S, show_spinner=False)

@@ -51,16 +51,15 @@ class CheckedFile:
     inode: int
 
 
-def check_entry(entry: os.DirEntry[str], folder: Path, extensions: tuple[str, ...], max_bytes: int) -> CheckedFile:
-    """``entry`` of the resolved ``folder`` if it may be read; else raises FileSkippedError saying why.
+def check_file(path: Path, folder: Path, extensions: tuple[str, ...], max_bytes: int) -> CheckedFile:
+    """``path`` (a file listed in the resolved ``folder``) if it may be read; else raises FileSkippedError saying why.
 
     Extensions are compared in lower case. Only ``lstat`` and ``stat`` are used: nothing is opened.
-    FileNotFoundError propagates when the entry vanished meanwhile.
+    FileNotFoundError propagates when the file vanished meanwhile.
     """
-    path = Path(entry.path)
-    if not entry.name.lower().endswith(extensions):
+    if not path.name.lower().endswith(extensions):
         raise FileSkippedError("extension", path, f"not an image by its extension (taken: {', '.join(extensions)})")
-    status = entry.stat(follow_symlinks=False)
+    status = os.lstat(path)
     target = path
     if stat.S_ISLNK(status.st_mode):
         try:
@@ -114,6 +113,12 @@ def read_at_most(handle: BinaryIO, file: CheckedFile, max_bytes: int) -> bytes:
             return bytes(data)
         data += chunk
     raise FileSkippedError("size", file.path, f"grew over the limit of {max_bytes} bytes since it was checked")
+
+
+def read_checked(file: CheckedFile, max_bytes: int) -> bytes:
+    """The bytes of the very file ``file`` checked (`open_checked`, then `read_at_most`)."""
+    with open_checked(file) as handle:
+        return read_at_most(handle, file, max_bytes)
 
 
 def describe_kind(mode: int) -> str:

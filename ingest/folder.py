@@ -2,9 +2,13 @@
 
 A run first takes the files already there (oldest first), then, when watching, polls for new ones.
 A file is taken only once complete (size and mtime unchanged for `stable_seconds`) and only once
-ever: it is claimed in the store before it is published, so a restart skips it. Only regular image
-files within a size limit are taken, and read so that no special file is ever opened (see
-ingest.file_checks); every file skipped is counted and recorded once per run as a source event.
+ever: it is claimed in the store, under the frame id it is published with, before it is read, so a
+restart skips it. A claim is settled once its row exists; a claimed file whose frame was lost (Redis
+forgot it, or the ingester died before sending it) is published again under the same frame id by
+the next reconciliation pass (see ingest.ledgers): at the start and end of every run and every
+`reconcile_interval_s` while watching. Only regular image files within a size limit are taken, and
+read so that no special file is ever opened (see ingest.file_checks); every file skipped is counted
+and recorded once per run as a source event.
 """
 
 from __future__ import annotations
@@ -23,10 +27,27 @@ from sqlalchemy import Engine
 from tqdm import tqdm
 
 from ingest.errors import FileSkippedError, SourceUnavailableError
-from ingest.file_checks import DEFAULT_MAX_FILE_BYTES, SKIP_REASONS, CheckedFile, check_entry, open_checked, read_at_most
+from ingest.file_checks import (
+    DEFAULT_MAX_FILE_BYTES,
+    SKIP_REASONS,
+    CheckedFile,
+    check_file,
+    open_checked,
+    read_at_most,
+    read_checked,
+)
 from ingest.frames import Frame, check_stream_name, new_frame_id
+from ingest.ledgers import FolderLedger, Waiters
 from ingest.publisher import Publisher
-from store.records import SKIPPED_FILE_KIND_PREFIX, claim_ingested_file, record_source_event, record_source_events
+from store.db import is_database_outage
+from store.records import (
+    SKIPPED_FILE_KIND_PREFIX,
+    UnsettledClaim,
+    claim_ingested_file,
+    record_source_event,
+    record_source_events,
+)
+from wire.connections import OutageWaiter, is_redis_outage
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +70,15 @@ class FolderStats:
     """Files that disappeared before they could be read."""
     skipped: Counter[str] = field(default_factory=Counter)
     """Files not taken, by reason (see ingest.file_checks.SKIP_REASONS); each counted once per run."""
+    republished: int = 0
+    """Claimed files whose frames were lost, published again under their frame ids."""
 
     def summary(self) -> str:
         """One line for the CLI."""
         reasons = ", ".join(f"{self.skipped[reason]} {reason}" for reason in SKIP_REASONS if self.skipped[reason])
         return (
-            f"{self.published} published, {self.already_ingested} already ingested, "
-            f"{self.vanished} vanished, {self.skipped.total()} skipped" + (f" ({reasons})" if reasons else "")
+            f"{self.published} published, {self.already_ingested} already ingested, {self.vanished} vanished, "
+            f"{self.skipped.total()} skipped{f' ({reasons})' if reasons else ''}, {self.republished} published again"
         )
 
 
@@ -111,6 +134,7 @@ class FolderSource:
         extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
         stable_seconds: float = 1.0,
         poll_interval_s: float = 1.0,
+        reconcile_interval_s: float = 10.0,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
         """Describe the source; nothing is read until `run`.
@@ -125,6 +149,7 @@ class FolderSource:
             stable_seconds: how long a file's size and mtime must stay unchanged before it is
                 taken, so a file still being written is not published half-done.
             poll_interval_s: time between directory scans while watching.
+            reconcile_interval_s: time between reconciliation passes while watching.
             max_file_bytes: larger files are skipped without being read.
         """
         folder = Path(directory).expanduser().resolve()
@@ -134,6 +159,8 @@ class FolderSource:
             raise ValueError(f"stable_seconds must be >= 0, got {stable_seconds}")
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s}")
+        if reconcile_interval_s <= 0:
+            raise ValueError(f"reconcile_interval_s must be > 0, got {reconcile_interval_s}")
         if not extensions:
             raise ValueError("extensions must name at least one file ending, e.g. ('.png',)")
         if max_file_bytes < 1:
@@ -150,7 +177,9 @@ class FolderSource:
         self._extensions = tuple(ending.lower() for ending in extensions)
         self._stable_seconds = stable_seconds
         self._poll_interval_s = poll_interval_s
+        self._reconcile_interval_s = reconcile_interval_s
         self._max_file_bytes = max_file_bytes
+        self._database: OutageWaiter | None = None
 
     def run(
         self,
@@ -173,10 +202,18 @@ class FolderSource:
         refused: set[CheckedFile] = set()
         # Skipped files already counted and recorded in this run, so a watch records each once.
         reported: set[tuple[Path, str]] = set()
+        waiters = Waiters(
+            redis=OutageWaiter("Redis", is_redis_outage, should_stop=stop.is_set),
+            database=OutageWaiter("the database", is_database_outage, should_stop=stop.is_set),
+        )
+        self._database = waiters.database
+        ledger = FolderLedger(self._engine, self.source_key, waiters)
         mode = "backfill and watch" if watch else "backfill"
         self._record("started", f"{mode} of {self.directory}")
         try:
-            with tqdm(desc=f"{self.line}/{self.camera}", unit="file", disable=not progress) as bar:
+            with publisher.keeping(ledger), tqdm(desc=f"{self.line}/{self.camera}", unit="file", disable=not progress) as bar:
+                self._republish_lost(ledger, publisher, stats)
+                reconciled_at = time.monotonic()
                 while not stop.is_set():
                     found, skipped = self._list_files()
                     listing = [state for state in found if state.path not in handled and state not in refused]
@@ -195,16 +232,59 @@ class FolderSource:
                     self._report_skipped(skipped, reported, stats)
                     if not watch and tracker.pending == 0:
                         break
+                    if time.monotonic() - reconciled_at >= self._reconcile_interval_s:
+                        self._republish_lost(ledger, publisher, stats)
+                        reconciled_at = time.monotonic()
                     next_stable = tracker.seconds_until_next_stable(time.monotonic())
                     wait = self._poll_interval_s if next_stable is None else min(self._poll_interval_s, next_stable)
                     publisher.idle(wait, stop)
-            publisher.close()
+                publisher.close()
+                if not stop.is_set():
+                    self._republish_lost(ledger, publisher, stats)
+                    publisher.close()
         except Exception as error:
             self._record("error", f"stopped by {type(error).__name__}: {error}")
             raise
         self._record("stopped", stats.summary())
         logger.info("%s: %s", self.source, stats.summary())
         return stats
+
+    def _republish_lost(self, ledger: FolderLedger, publisher: Publisher, stats: FolderStats) -> None:
+        """One reconciliation pass: publish again, under their frame ids, the claimed files whose
+        frames are neither in Redis nor in the store (nor in the publisher's buffer)."""
+        lost = ledger.lost_claims(publisher.redis, publisher.buffered_frame_ids())
+        vanished = [claim for claim in lost if not self._publish_claim(claim, publisher)]
+        ledger.settle([claim.frame_id for claim in vanished], "vanished")
+        for claim in vanished:
+            self._record("error", f"claimed file {claim.path} was lost in the queue and is no longer a readable file; it cannot be published again")
+        again = len(lost) - len(vanished)
+        if again:
+            stats.republished += again
+            logger.warning("%s: publishing again %d claimed files whose frames were lost", self.source, again)
+            self._record("recovered", f"published again {again} claimed files whose frames were neither in Redis nor in the store")
+
+    def _publish_claim(self, claim: UnsettledClaim, publisher: Publisher) -> bool:
+        """Publish a claimed file again under its frame id; False when it is no longer a file that may be
+        read (checked as a new file is: whatever took its place may be a FIFO, a link or too large)."""
+        path = Path(claim.path)
+        try:
+            data = read_checked(check_file(path, self.directory, self._extensions, self._max_file_bytes), self._max_file_bytes)
+        except (FileSkippedError, OSError):
+            return False
+        publisher.publish(self._frame(claim.frame_id, path, claim.mtime, data))
+        return True
+
+    def _frame(self, frame_id: str, path: Path, mtime: float, data: bytes) -> Frame:
+        """The frame of one file, captured at its mtime, found by its path inside the folder."""
+        return Frame(
+            frame_id=frame_id,
+            line=self.line,
+            camera=self.camera,
+            source=self.source,
+            captured_at=datetime.fromtimestamp(mtime, tz=timezone.utc),
+            data=data,
+            origin=path.relative_to(self.directory).as_posix() if path.is_relative_to(self.directory) else path.name,
+        )
 
     def _list_files(self) -> tuple[list[CheckedFile], list[FileSkippedError]]:
         """The files now in the folder (and subfolders when recursive) that may be read, and those skipped.
@@ -230,7 +310,7 @@ class FolderSource:
                         if self._recursive:
                             pending_dirs.append(Path(entry.path))
                         continue
-                    found.append(check_entry(entry, self.directory, self._extensions, self._max_file_bytes))
+                    found.append(check_file(Path(entry.path), self.directory, self._extensions, self._max_file_bytes))
                 except FileSkippedError as error:
                     skipped.append(error)
                 except OSError:
@@ -257,9 +337,15 @@ class FolderSource:
             skipped.append(FileSkippedError("unreadable", state.path, f"cannot be read: {error}"))
             return "skipped"
         with handle:
-            # Claimed before publishing, so a crash between the two loses the file rather than
-            # publishing it twice after a restart; opening first keeps unreadable files unclaimed.
-            if not claim_ingested_file(self._engine, self.source_key, str(state.path), state.size, state.mtime):
+            # Claimed, under its frame id, before publishing: a crash between the two leaves an
+            # unsettled claim that the next pass publishes again. Opening first keeps unreadable
+            # files unclaimed.
+            frame_id = new_frame_id()
+            claimed = self._waiter().call(
+                lambda: claim_ingested_file(self._engine, self.source_key, str(state.path), state.size, state.mtime, frame_id),
+                f"claiming {state.path.name}",
+            )
+            if not claimed:
                 stats.already_ingested += 1
                 return "already_ingested"
             try:
@@ -271,17 +357,7 @@ class FolderSource:
                 skipped.append(FileSkippedError("unreadable", state.path, f"cannot be read: {error}"))
                 return "skipped"
         # The bytes go as they are, even a corrupt image: the worker records undecodable frames.
-        publisher.publish(
-            Frame(
-                frame_id=new_frame_id(),
-                line=self.line,
-                camera=self.camera,
-                source=self.source,
-                captured_at=datetime.fromtimestamp(state.mtime, tz=timezone.utc),
-                data=data,
-                origin=state.path.relative_to(self.directory).as_posix(),
-            )
-        )
+        publisher.publish(self._frame(frame_id, state.path, state.mtime, data))
         stats.published += 1
         return "published"
 
@@ -296,8 +372,19 @@ class FolderSource:
                 stats.skipped[error.reason] += 1
                 logger.warning("%s: skipped %s", self.source, error)
                 new.append((SKIPPED_FILE_KIND_PREFIX + error.reason, str(error)))
-        record_source_events(self._engine, self.line, self.camera, self.source, new)
+        if new:
+            self._waiter().call(
+                lambda: record_source_events(self._engine, self.line, self.camera, self.source, new),
+                f"recording {len(new)} skipped files",
+            )
+
+    def _waiter(self) -> OutageWaiter:
+        """The database's outage waiter of the running run (a plain one outside a run)."""
+        return self._database or OutageWaiter("the database", is_database_outage)
 
     def _record(self, kind: str, message: str) -> None:
-        """Record a source event of this folder in the store."""
-        record_source_event(self._engine, self.line, self.camera, self.source, kind, message)
+        """Record a source event of this folder in the store (waiting for the database if it is away)."""
+        self._waiter().call(
+            lambda: record_source_event(self._engine, self.line, self.camera, self.source, kind, message),
+            f"recording a source event ({kind})",
+        )

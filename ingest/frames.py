@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 
 def check_stream_name(argument: str, value: str) -> str:
@@ -47,6 +47,8 @@ class Frame:
         data: the encoded image (JPEG, PNG, ...) exactly as it is to be decoded by the worker.
         origin: where within the source this frame was found (a file's path relative to the
             folder, a video's frame position), or None.
+        sequence: the camera's frame number, for stream sources (see ``store.streams``); None for
+            a folder, whose files are found by their path.
     """
 
     frame_id: str
@@ -56,21 +58,10 @@ class Frame:
     captured_at: datetime
     data: bytes = field(repr=False)
     origin: str | None = None
+    sequence: int | None = None
 
     def __post_init__(self) -> None:
         check_stream_name("line", self.line)
         check_stream_name("camera", self.camera)
         if self.captured_at.tzinfo is None:
             raise ValueError(f"captured_at of frame {self.frame_id} must be timezone-aware")
-
-    def metadata(self) -> dict[str, str | int | None]:
-        """Return the JSON-safe description of this frame that travels in the job (no bytes)."""
-        return {
-            "frame_id": self.frame_id,
-            "line": self.line,
-            "camera": self.camera,
-            "source": self.source,
-            "origin": self.origin,
-            "captured_at": self.captured_at.astimezone(timezone.utc).isoformat(),
-            "size": len(self.data),
-        }

@@ -1,16 +1,14 @@
 """Publishing frames into Redis: frame bytes under keys with a TTL, micro-batches as rq jobs.
 
-Queue protocol (see docs/design.md):
-- each frame's encoded bytes are stored once under `lineguard:frame:<frame_id>`, expiring after
-  the frame TTL;
-- one rq job (JSON serializer, never pickle) per micro-batch carries
-  `{"frames": [Frame.metadata() + {"key", "enqueued_at"}, ...]}`;
+The wire format (keys, payload, job function, counters) is `wire.protocol`'s; this module decides
+when a batch goes and what happens at a full queue:
 - the queue is bounded by its number of waiting jobs: at the bound the publisher blocks or drops
-  the batch (its policy); published and dropped frames are counted per "<line>/<camera>" in the
-  Redis hashes `lineguard:published` and `lineguard:drops`.
-
-The frame keys, the published counters and the job are written in one Redis transaction, so a
-worker never sees a job whose frames are not there yet.
+  the batch (its policy); published and dropped frames are counted per "<line>/<camera>";
+- the frame keys, the published counters and the job are written in one Redis transaction, so a
+  worker never sees a job whose frames are not there yet;
+- a Redis outage is waited out with the batch kept (`wire.connections.OutageWaiter`);
+- a source's ledger (`BatchLedger`) hears of each batch just before it is sent and of each batch
+  dropped, so what was sent is known to the store whatever Redis forgets.
 """
 
 from __future__ import annotations
@@ -19,33 +17,30 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
-from datetime import datetime, timezone
-from typing import Any, Literal, get_args
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Literal, Protocol, get_args
 
 from redis import Redis
 from rq import Queue
-from rq.serializers import JSONSerializer
 
 from ingest.errors import QueueFullError
 from ingest.frames import Frame
+from wire.connections import OutageWaiter, is_redis_outage
+from wire.protocol import (
+    DEFAULT_QUEUE_NAME,
+    DROPS_KEY,
+    PUBLISHED_KEY,
+    SCORE_FRAMES_FUNCTION,
+    FrameEntry,
+    encode_payload,
+    frame_key,
+    make_queue,
+    stream_field,
+)
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_QUEUE_NAME = "lineguard"
-"""Name of the rq queue that workers listen on."""
-
-DEFAULT_JOB_FUNCTION = "worker.jobs.score_frames"
-"""Dotted path of the job function; rq resolves it in the worker, never here."""
-
-FRAME_KEY_PREFIX = "lineguard:frame:"
-"""Prefix of the Redis key that holds one frame's encoded bytes."""
-
-PUBLISHED_KEY = "lineguard:published"
-"""Redis hash: frames enqueued, per "<line>/<camera>" field."""
-
-DROPS_KEY = "lineguard:drops"
-"""Redis hash: frames dropped at a full queue, per "<line>/<camera>" field."""
 
 BLOCK_POLL_S = 0.05
 """How often a blocked publisher looks at the queue length again."""
@@ -57,19 +52,19 @@ BackpressurePolicy = Literal["block", "drop"]
 """What a publisher does at a full queue: wait for room, or drop the micro-batch (counted)."""
 
 
-def frame_key(frame_id: str) -> str:
-    """Return the Redis key that holds the encoded bytes of frame `frame_id`."""
-    return f"{FRAME_KEY_PREFIX}{frame_id}"
+class BatchLedger(Protocol):
+    """What a source keeps in the store about its frames, told by the publisher."""
 
+    def before_enqueue(self, frames: Sequence[Frame]) -> None:
+        """`frames` are about to be sent (write-ahead: called before the Redis transaction)."""
 
-def make_queue(redis: Redis, queue_name: str = DEFAULT_QUEUE_NAME) -> Queue:
-    """Return the rq queue `queue_name` on `redis`, with the JSON serializer used everywhere."""
-    return Queue(queue_name, connection=redis, serializer=JSONSerializer)
+    def dropped(self, frames: Sequence[Frame]) -> None:
+        """`frames` were dropped at a full queue and will not be sent."""
 
 
 def _stream_counts(frames: Sequence[Frame]) -> Counter[str]:
     """Count `frames` per "<line>/<camera>", the field name of the counter hashes."""
-    return Counter(f"{frame.line}/{frame.camera}" for frame in frames)
+    return Counter(stream_field(frame.line, frame.camera) for frame in frames)
 
 
 class Publisher:
@@ -92,10 +87,10 @@ class Publisher:
         policy: BackpressurePolicy = "block",
         block_timeout_s: float | None = None,
         frame_ttl_s: int = 3600,
-        job_function: str = DEFAULT_JOB_FUNCTION,
         job_timeout_s: int = 300,
         result_ttl_s: int = 0,
         failure_ttl_s: int = 86400,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         """Create a publisher on `redis`.
 
@@ -109,10 +104,11 @@ class Publisher:
             block_timeout_s: with "block", raise QueueFullError after waiting this long;
                 None waits as long as it takes.
             frame_ttl_s: lifetime of frame bytes in Redis; a frame not scored by then expires.
-            job_function: dotted path of the worker's job function.
             job_timeout_s: rq's limit on one job's run time.
             result_ttl_s: how long rq keeps a finished job (0: delete at once).
             failure_ttl_s: how long rq keeps a failed job for inspection.
+            should_stop: polled while Redis is away; when true, the wait ends in OutageInterrupted
+                (the unsent frames stay buffered).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -126,8 +122,6 @@ class Publisher:
             raise ValueError(f"block_timeout_s must be >= 0 or None, got {block_timeout_s}")
         if frame_ttl_s < 1:
             raise ValueError(f"frame_ttl_s must be at least 1 second, got {frame_ttl_s}")
-        if "." not in job_function:
-            raise ValueError(f"job_function must be a dotted path like 'pkg.module.func', got {job_function!r}")
         self._redis = redis
         self._queue = make_queue(redis, queue_name)
         self._batch_size = batch_size
@@ -136,7 +130,8 @@ class Publisher:
         self._policy = policy
         self._block_timeout_s = block_timeout_s
         self._frame_ttl_s = frame_ttl_s
-        self._job_function = job_function
+        self._redis_waiter = OutageWaiter("Redis", is_redis_outage, should_stop=should_stop)
+        self._ledger: BatchLedger | None = None
         self._job_timeout_s = job_timeout_s
         self._result_ttl_s = result_ttl_s
         self._failure_ttl_s = failure_ttl_s
@@ -150,6 +145,11 @@ class Publisher:
         """Frames this publisher dropped at a full queue."""
 
     @property
+    def redis(self) -> Redis:
+        """The connection this publisher sends on."""
+        return self._redis
+
+    @property
     def queue(self) -> Queue:
         """The rq queue this publisher enqueues on."""
         return self._queue
@@ -158,6 +158,19 @@ class Publisher:
     def buffered(self) -> int:
         """Frames waiting in the buffer for their batch to be flushed."""
         return len(self._buffer)
+
+    def buffered_frame_ids(self) -> set[str]:
+        """Ids of the frames in the buffer: not yet sent, so not yet anywhere but here."""
+        return {frame.frame_id for frame in self._buffer}
+
+    @contextmanager
+    def keeping(self, ledger: BatchLedger) -> Iterator[None]:
+        """Tell `ledger` about every batch sent or dropped while the block runs."""
+        self._ledger = ledger
+        try:
+            yield
+        finally:
+            self._ledger = None
 
     def publish(self, frame: Frame) -> int:
         """Buffer `frame`; flush the batch if it is full or due. Returns the frames enqueued now."""
@@ -189,11 +202,15 @@ class Publisher:
         enqueued = 0
         while self._buffer:
             batch = self._buffer[: self._batch_size]
-            if self._wait_for_room():
-                self._enqueue(batch)
+            if self._redis_waiter.call(self._wait_for_room, "waiting for room in the queue"):
+                if self._ledger is not None:
+                    self._ledger.before_enqueue(batch)
+                self._redis_waiter.call(lambda: self._enqueue(batch), f"sending a batch of {len(batch)} frames")
                 enqueued += len(batch)
             else:
-                self._drop(batch)
+                self._redis_waiter.call(lambda: self._drop(batch), "counting a dropped batch")
+                if self._ledger is not None:
+                    self._ledger.dropped(batch)
             del self._buffer[: len(batch)]
         self._oldest_buffered_at = None
         return enqueued
@@ -243,29 +260,39 @@ class Publisher:
 
     def _enqueue(self, batch: list[Frame]) -> None:
         """Store the batch's frame bytes, count them, and enqueue their job, in one transaction."""
-        enqueued_at = datetime.now(timezone.utc).isoformat()
-        payload: dict[str, Any] = {
-            "frames": [
-                {**frame.metadata(), "key": frame_key(frame.frame_id), "enqueued_at": enqueued_at}
-                for frame in batch
-            ]
-        }
+        enqueued_at = datetime.now(timezone.utc)
+        entries = [
+            FrameEntry(
+                frame_id=frame.frame_id,
+                line=frame.line,
+                camera=frame.camera,
+                source=frame.source,
+                origin=frame.origin,
+                sequence=frame.sequence,
+                captured_at=frame.captured_at,
+                enqueued_at=enqueued_at,
+                expires_at=enqueued_at + timedelta(seconds=self._frame_ttl_s),
+                key=frame_key(frame.frame_id),
+                size=len(frame.data),
+            )
+            for frame in batch
+        ]
         streams = _stream_counts(batch)
         with self._redis.pipeline(transaction=True) as pipe:
             # MULTI first: rq adds its own commands to this pipeline and requires the transaction open.
             pipe.multi()
-            for frame in batch:
-                pipe.set(frame_key(frame.frame_id), frame.data, ex=self._frame_ttl_s)
+            for frame, entry in zip(batch, entries):
+                pipe.set(entry.key, frame.data, ex=self._frame_ttl_s)
             for stream, count in streams.items():
                 pipe.hincrby(PUBLISHED_KEY, stream, count)
             self._queue.enqueue(
-                self._job_function,
-                payload,
+                SCORE_FRAMES_FUNCTION,
+                encode_payload(entries),
                 job_timeout=self._job_timeout_s,
                 result_ttl=self._result_ttl_s,
                 failure_ttl=self._failure_ttl_s,
                 # rq's default description repeats the whole payload; a summary is enough.
-                description=f"{self._job_function}: {len(batch)} frames from {', '.join(sorted(streams))}",
+                description=f"{SCORE_FRAMES_FUNCTION}: {len(batch)} frames from {', '.join(sorted(streams))}",
                 pipeline=pipe,
             )
             pipe.execute()
@@ -287,39 +314,3 @@ class Publisher:
             )
             self._last_drop_warning_at = now
             self._drops_since_warning = 0
-
-
-def _read_stream_hash(redis: Redis, key: str) -> dict[str, int]:
-    """Read a per-"<line>/<camera>" counter hash as {field: count}."""
-    return {
-        (name.decode() if isinstance(name, bytes) else name): int(value)
-        for name, value in redis.hgetall(key).items()
-    }
-
-
-def queue_counters(redis: Redis, queue_name: str = DEFAULT_QUEUE_NAME) -> dict[str, Any]:
-    """Read the queue's health: depth, jobs in progress or failed, frames published and dropped.
-
-    Returns a JSON-safe dict:
-        {"queue": name, "queued_jobs": int, "started_jobs": int, "failed_jobs": int,
-         "published": int, "dropped": int,
-         "streams": [{"line", "camera", "published", "dropped"}, ...] sorted by line, camera}
-    """
-    queue = make_queue(redis, queue_name)
-    published = _read_stream_hash(redis, PUBLISHED_KEY)
-    dropped = _read_stream_hash(redis, DROPS_KEY)
-    streams = []
-    for stream in sorted(published.keys() | dropped.keys()):
-        line, _, camera = stream.partition("/")
-        streams.append(
-            {"line": line, "camera": camera, "published": published.get(stream, 0), "dropped": dropped.get(stream, 0)}
-        )
-    return {
-        "queue": queue_name,
-        "queued_jobs": queue.count,
-        "started_jobs": queue.started_job_registry.count,
-        "failed_jobs": queue.failed_job_registry.count,
-        "published": sum(published.values()),
-        "dropped": sum(dropped.values()),
-        "streams": streams,
-    }

@@ -3,6 +3,11 @@
 Frames are grabbed from OpenCV and only those kept by the rate cap are decoded and encoded (JPEG,
 once). A live source that drops is reopened with exponential backoff; a file's end is the normal
 end of the run (or, with `loop`, the start of the next pass).
+
+Frames cannot be read again, so each gets the camera's next sequence number and is written to the
+stream ledger just before it is sent (see ingest.ledgers); a reconciliation pass at the start and
+end of every run and every `reconcile_interval_s` counts as lost the frames that neither Redis nor
+the store has any more.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from tqdm import tqdm
 
 from ingest.errors import IngestError, SourceUnavailableError
 from ingest.frames import Frame, check_stream_name, new_frame_id
+from ingest.ledgers import StreamLedger, Waiters
 from ingest.publisher import Publisher
-from store.records import record_source_event
+from store.db import is_database_outage
+from store.records import next_stream_sequence, record_source_event
+from wire.connections import OutageWaiter, is_redis_outage
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +62,15 @@ class VideoStats:
     """Frames grabbed that OpenCV could not decode (logged)."""
     reconnects: int = 0
     """Times a dropped or unopened source was opened again."""
+    lost: int = 0
+    """Frames sent (by this run or an earlier one) that neither Redis nor the store has any more."""
 
     def summary(self) -> str:
         """One line for the CLI."""
         return (
             f"{self.frames_read} frames read, {self.published} published, "
             f"{self.skipped_by_fps_cap} skipped by the fps cap, {self.undecodable} undecodable, "
-            f"{self.reconnects} reconnects"
+            f"{self.reconnects} reconnects, {self.lost} lost in the queue"
         )
 
 
@@ -117,6 +127,7 @@ class VideoSource:
         reconnect_max_s: float = 30.0,
         max_reconnects: int | None = None,
         loop: bool = False,
+        reconcile_interval_s: float = 10.0,
     ) -> None:
         """Describe the source; nothing is opened until `run`.
 
@@ -132,6 +143,7 @@ class VideoSource:
             reconnect_max_s: longest wait between reopening attempts (the wait doubles).
             max_reconnects: give up after this many failed attempts in a row; None never does.
             loop: for a file, start again at its end instead of stopping.
+            reconcile_interval_s: time between reconciliation passes of the stream ledger.
         """
         self._target, self.kind = _parse_target(source)
         if fps_cap is not None and fps_cap <= 0:
@@ -142,6 +154,8 @@ class VideoSource:
             )
         if max_reconnects is not None and max_reconnects < 0:
             raise ValueError(f"max_reconnects must be >= 0 or None, got {max_reconnects}")
+        if reconcile_interval_s <= 0:
+            raise ValueError(f"reconcile_interval_s must be > 0, got {reconcile_interval_s}")
         if loop and self.kind != "file":
             raise ValueError(f"loop applies to video files only, not to {self.kind} source {_redact(self._target)!r}")
         self.line = check_stream_name("line", line)
@@ -154,6 +168,9 @@ class VideoSource:
         self._reconnect_max_s = reconnect_max_s
         self._max_reconnects = max_reconnects
         self._loop = loop
+        self._reconcile_interval_s = reconcile_interval_s
+        self._database: OutageWaiter | None = None
+        self._sequence = 0
 
     def run(
         self,
@@ -169,35 +186,52 @@ class VideoSource:
         """
         stop = stop_event if stop_event is not None else threading.Event()
         stats = VideoStats()
+        waiters = Waiters(
+            redis=OutageWaiter("Redis", is_redis_outage, should_stop=stop.is_set),
+            database=OutageWaiter("the database", is_database_outage, should_stop=stop.is_set),
+        )
+        self._database = waiters.database
+        ledger = StreamLedger(self._engine, self.line, self.camera, self.source, waiters)
         self._record("started", f"{self.kind} source, fps cap {self._fps_cap or 'none'}")
         capture: cv2.VideoCapture | None = None
         try:
-            capture = self._open()
-            if capture is None:
-                self._record("disconnected", "could not open the source")
-                capture = self._reopen(publisher, stop, stats)
-            is_counted = capture is not None and self.kind == "file"
-            total = (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None) if is_counted else None
-            with tqdm(desc=f"{self.line}/{self.camera}", total=total, unit="frame", disable=not progress) as bar:
-                rate = _RateCap(self._fps_cap)
-                position = 0
-                while capture is not None and not stop.is_set():
-                    if not capture.grab():
-                        capture.release()
-                        capture = self._after_read_failure(publisher, stop, stats, frames_in_pass=position)
-                        rate, position = _RateCap(self._fps_cap), 0
-                        continue
-                    captured_at = datetime.now(timezone.utc)
-                    frame_position = position
-                    position += 1
-                    stats.frames_read += 1
-                    bar.update(1)
-                    if not rate.keep(self._timestamp(capture)):
-                        stats.skipped_by_fps_cap += 1
-                        publisher.poll()
-                        continue
-                    self._publish(capture, publisher, stats, captured_at, frame_position)
-            publisher.close()
+            with publisher.keeping(ledger):
+                self._count_lost(ledger, publisher, stats)
+                reconciled_at = time.monotonic()
+                self._sequence = waiters.database.call(
+                    lambda: next_stream_sequence(self._engine, self.line, self.camera), "reading the camera's sequence"
+                )
+                capture = self._open()
+                if capture is None:
+                    self._record("disconnected", "could not open the source")
+                    capture = self._reopen(publisher, stop, stats)
+                is_counted = capture is not None and self.kind == "file"
+                total = (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None) if is_counted else None
+                with tqdm(desc=f"{self.line}/{self.camera}", total=total, unit="frame", disable=not progress) as bar:
+                    rate = _RateCap(self._fps_cap)
+                    position = 0
+                    while capture is not None and not stop.is_set():
+                        if time.monotonic() - reconciled_at >= self._reconcile_interval_s:
+                            self._count_lost(ledger, publisher, stats)
+                            reconciled_at = time.monotonic()
+                        if not capture.grab():
+                            capture.release()
+                            capture = self._after_read_failure(publisher, stop, stats, frames_in_pass=position)
+                            rate, position = _RateCap(self._fps_cap), 0
+                            continue
+                        captured_at = datetime.now(timezone.utc)
+                        frame_position = position
+                        position += 1
+                        stats.frames_read += 1
+                        bar.update(1)
+                        if not rate.keep(self._timestamp(capture)):
+                            stats.skipped_by_fps_cap += 1
+                            publisher.poll()
+                            continue
+                        self._publish(capture, publisher, stats, captured_at, frame_position)
+                publisher.close()
+                if not stop.is_set():
+                    self._count_lost(ledger, publisher, stats)
         except Exception as error:
             self._record("error", f"stopped by {type(error).__name__}: {error}")
             raise
@@ -207,6 +241,14 @@ class VideoSource:
         self._record("stopped", stats.summary())
         logger.info("%s: %s", self.source, stats.summary())
         return stats
+
+    def _count_lost(self, ledger: StreamLedger, publisher: Publisher, stats: VideoStats) -> None:
+        """One reconciliation pass of the camera's ledger; lost frames are logged and recorded."""
+        lost = ledger.settle_lost(publisher.redis)
+        if lost:
+            stats.lost += lost
+            logger.warning("%s: %d sent frames were lost in the queue (neither in Redis nor in the store)", self.source, lost)
+            self._record("lost", f"{lost} sent frames were lost in the queue (neither in Redis nor in the store); counted per camera")
 
     def _open(self) -> cv2.VideoCapture | None:
         """Open the source; None when OpenCV cannot."""
@@ -291,10 +333,16 @@ class VideoSource:
                 captured_at=captured_at,
                 data=encoded.tobytes(),
                 origin=f"frame {position}" if self.kind == "file" else None,
+                sequence=self._sequence,
             )
         )
+        self._sequence += 1
         stats.published += 1
 
     def _record(self, kind: str, message: str) -> None:
-        """Record a source event of this video source in the store."""
-        record_source_event(self._engine, self.line, self.camera, self.source, kind, message)
+        """Record a source event of this video source in the store (waiting for the database if it is away)."""
+        waiter = self._database or OutageWaiter("the database", is_database_outage)
+        waiter.call(
+            lambda: record_source_event(self._engine, self.line, self.camera, self.source, kind, message),
+            f"recording a source event ({kind})",
+        )

@@ -32,10 +32,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from lineguard.services import ServiceUnavailableError
     from model.errors import ModelError
     from store.errors import StoreError
+    from wire.connections import OutageInterrupted
     from worker.errors import WorkerError
 
     return (
-        ModelError, StoreError, IngestError, WorkerError, ServiceUnavailableError,
+        ModelError, StoreError, IngestError, WorkerError, ServiceUnavailableError, OutageInterrupted,
         ValidationError, ValueError, FileNotFoundError,
     )
 

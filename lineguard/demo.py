@@ -54,6 +54,7 @@ from model.recipe import Recipe, TrainingSettings
 from model.synthetic import DEFECT_KINDS, defective_part, good_part, write_category
 from model.teacher import RANDOM_TEACHER, TEACHER_WEIGHTS_ENV, resolve_teacher_weights
 from model.training import train
+from wire.connections import redact_url
 
 log = logging.getLogger("lineguard.demo")
 
@@ -68,7 +69,7 @@ TRAINING_PARTS = 40
 DEMO_RECIPE = Recipe(image_size=128, student_width=0.25, taps=["relu2_2", "relu3_3"])
 #: Good and defective generated parts each, on which a newly trained demo model is evaluated.
 EVALUATION_PARTS = 20
-DEMO_TRAINING = TrainingSettings(epochs=16, batch_size=8, augment_views=3, validate_every=4, seed=0)
+DEMO_TRAINING = TrainingSettings(steps=64, batch_size=8, seed=0)
 #: The ImageNet VGG16 weights file beside a checkout (../shared/weights), tried after LINEGUARD_TEACHER_WEIGHTS.
 SHARED_TEACHER_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "vgg16_imagenet_features.pth"
 #: Seconds between two status lines.
@@ -128,7 +129,7 @@ def run_demo(options: DemoOptions) -> int:
         )
         redis = connect_redis(settings)
         cleanup.callback(redis.close)
-        engine = open_store(settings)
+        engine = open_store(settings, migrate=True)
         cleanup.callback(engine.dispose)
         checkpoint = options.checkpoint.resolve() if options.checkpoint else _demo_checkpoint(directory, options.retrain)
         version, teacher, random_teacher = _register_and_activate(engine, checkpoint)
@@ -303,7 +304,12 @@ def _redis_for_demo(directory: Path, cleanup: ExitStack) -> str:
     server = shutil.which("redis-server")
     if server is not None:
         port = _free_port()
-        command = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(directory)]
+        # An append-only file synced every second: a restarted demo Redis keeps its queue (see
+        # docs/design.md, "Faults and recovery"). Loopback only, so no password.
+        command = [
+            server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(directory),
+        ]
         cleanup.enter_context(_ChildProcess("redis-server", command, dict(os.environ), directory / "logs" / "redis.log"))
         url = f"redis://127.0.0.1:{port}/0"
         started_by = "redis-server"
@@ -450,7 +456,7 @@ def _print_banner(
     else:
         stream = f"{options.parts} generated parts at {options.fps:g}/s, about {DEFECT_SHARE:.0%} with a defect"
     teacher_line = "RANDOM TEACHER (no ImageNet weights found)" if random_teacher else teacher
-    exports = " ".join(f"{variable}={value}" for variable, value in settings.environment().items())
+    exports = " ".join(f"{variable}={redact_url(value)}" for variable, value in settings.environment().items())
     stops = "Ctrl-C stops everything." + ("" if options.duration_s is None else f" Stops by itself after {options.duration_s:g} s.")
     banner = [
         "",
@@ -459,7 +465,7 @@ def _print_banner(
         f"  stream     {stream}",
         f"  model      {version}, teacher {teacher_line}",
         f"  workers    {options.workers} processes (device {options.device}); logs in {directory / 'logs'}",
-        f"  Redis      {settings.redis_url}",
+        f"  Redis      {redact_url(settings.redis_url)}",
         f"  database   {settings.database_url}",
         f"  artifacts  {settings.artifacts_url} (images and heatmaps of flagged parts)",
         f"  dashboard  {dashboard_line}",

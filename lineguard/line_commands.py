@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,10 @@ def _register_ingest(commands: argparse._SubParsersAction) -> None:
     )
     publishing.add_argument("--block-timeout", type=float, help="with block: give up after this many seconds (default: wait)")
     publishing.add_argument("--frame-ttl", type=int, default=3600, help="seconds a frame waits in Redis before it expires")
+    publishing.add_argument(
+        "--reconcile-interval", type=float, default=10.0,
+        help="seconds between passes that find frames lost with Redis (a folder sends them again, a stream counts them; default 10)",
+    )
     publishing.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ingest = commands.add_parser("ingest", help="publish frames from a folder or a video source into the queue")
@@ -145,10 +150,10 @@ def run_ingest_folder(args: argparse.Namespace) -> int:
     try:
         source = FolderSource(
             args.directory, args.line, args.camera, engine=engine, recursive=args.recursive,
-            max_file_bytes=settings.max_file_bytes,
+            reconcile_interval_s=args.reconcile_interval, max_file_bytes=settings.max_file_bytes,
         )
-        publisher = _publisher(redis, settings, args)
         with stop_on_signals() as stop:
+            publisher = _publisher(redis, settings, args, stop)
             stats = source.run(publisher, watch=args.watch, stop_event=stop, progress=not args.no_progress)
         print(f"{source.source}: {stats.summary()}; {publisher.published} frames queued, {publisher.dropped} dropped at a full queue")
     finally:
@@ -164,9 +169,12 @@ def run_ingest_video(args: argparse.Namespace) -> int:
     settings = Settings.from_environment()
     engine, redis = _open_line(settings)
     try:
-        source = VideoSource(args.source, args.line, args.camera, engine=engine, fps_cap=args.fps, loop=args.loop)
-        publisher = _publisher(redis, settings, args)
+        source = VideoSource(
+            args.source, args.line, args.camera, engine=engine, fps_cap=args.fps, loop=args.loop,
+            reconcile_interval_s=args.reconcile_interval,
+        )
         with stop_on_signals() as stop:
+            publisher = _publisher(redis, settings, args, stop)
             stats = source.run(publisher, stop_event=stop, progress=not args.no_progress)
         print(f"{source.source}: {stats.summary()}; {publisher.published} frames queued, {publisher.dropped} dropped at a full queue")
     finally:
@@ -194,7 +202,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     )
     # Check both services answer before the worker registers, so a typo in a URL is one clear line.
     connect_redis(settings).close()
-    open_store(settings).dispose()
+    open_store(settings, migrate=True).dispose()
     if not args.verbose:
         # rq logs two lines per job; the job function logs its own summary.
         for name in ("rq.worker", "rq.job", "rq.queue", "rq.registry"):
@@ -291,7 +299,7 @@ def run_db_upgrade(args: argparse.Namespace) -> int:
     from store.db import head_revision
 
     settings = Settings.from_environment()
-    _open_store().dispose()
+    _open_store(migrate=True).dispose()
     shown = make_url(settings.database_url).render_as_string(hide_password=True)
     print(f"database {shown} is at schema revision {head_revision()}")
     return 0
@@ -316,10 +324,10 @@ def run_demo(args: argparse.Namespace) -> int:
     return demo(options)
 
 
-def _open_store() -> Engine:
+def _open_store(*, migrate: bool = False) -> Engine:
     from lineguard.services import open_store
 
-    return open_store(Settings.from_environment())
+    return open_store(Settings.from_environment(), migrate=migrate)
 
 
 def _open_line(settings: Settings) -> tuple[Engine, Redis]:
@@ -333,7 +341,7 @@ def _open_line(settings: Settings) -> tuple[Engine, Redis]:
         raise
 
 
-def _publisher(redis: Redis, settings: Settings, args: argparse.Namespace) -> Publisher:
+def _publisher(redis: Redis, settings: Settings, args: argparse.Namespace, stop: threading.Event) -> Publisher:
     from ingest.publisher import Publisher
 
     return Publisher(
@@ -345,4 +353,5 @@ def _publisher(redis: Redis, settings: Settings, args: argparse.Namespace) -> Pu
         policy=args.policy,
         block_timeout_s=args.block_timeout,
         frame_ttl_s=args.frame_ttl,
+        should_stop=stop.is_set,
     )

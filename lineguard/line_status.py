@@ -1,8 +1,8 @@
 """The state of a running line in one object: queue, workers and per-line counts.
 
-Gathered from Redis (queue depth, frames waiting in jobs, drops, worker heartbeats) and the store
-(rows per line). Reading the queue's counters also runs rq's cleanup of the started-job registry,
-so asking for the status hands jobs of dead workers back to the queue as a side effect.
+Gathered from Redis (queue depth, frames waiting in jobs, drops, refused jobs, worker heartbeats,
+all read through `wire.protocol`, which never writes) and the store (rows and lost frames per line
+and camera). Asking for the status changes nothing.
 """
 
 from __future__ import annotations
@@ -12,17 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis import Redis
-from rq import SimpleWorker
-from rq.job import Job
-from rq.registry import StartedJobRegistry
-from rq.serializers import JSONSerializer
 from sqlalchemy import Engine
 
-from ingest.publisher import make_queue, queue_counters
-from store.records import line_counts, skipped_file_counts, status_summary
+from store.records import line_counts, lost_frame_counts, skipped_file_counts, status_summary
+from wire.protocol import pending_frames_by_line, queue_counters, worker_beats
 
-#: A worker counts as alive when its last heartbeat is this recent (workers beat at least once a lease).
-WORKER_ALIVE_WITHIN_S = 60
 #: Frames per second are averaged over this many recent seconds.
 RATE_WINDOW_S = 60
 
@@ -31,12 +25,15 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
     """The line's state as a JSON-safe dict.
 
     ``{"queue": {"name", "queued_jobs", "started_jobs", "failed_jobs"}, "workers_alive": int,
-    "published": int, "dropped": int, "lines": {line: {"frames", "flagged", "errors", "pending",
-    "dropped", "published", "defect_rate", "frames_per_s", "active_model", "last_finished_at",
-    "skipped_files": {camera: {reason: count}}}}}``.
-    ``pending`` counts frames in jobs waiting or running; ``defect_rate`` is flagged per scored
-    frame (None before the first); ``frames_per_s`` covers the last RATE_WINDOW_S seconds;
-    ``skipped_files`` counts the files folder sources did not take, each once per run (see ingest.file_checks).
+    "published": int, "dropped": int, "lost": int, "refused_jobs": {function: count},
+    "lines": {line: {"frames", "flagged", "errors", "pending", "dropped", "published", "lost",
+    "lost_by_camera", "defect_rate", "frames_per_s", "active_model", "last_finished_at",
+    "skipped_files"}}}``.
+    ``pending`` counts frames in jobs waiting or running; ``lost`` counts stream frames lost with
+    Redis (``lost_by_camera``: {camera: count}); ``defect_rate`` is flagged per scored frame (None
+    before the first); ``frames_per_s`` covers the last RATE_WINDOW_S seconds; ``skipped_files``
+    ({camera: {reason: count}}) counts the files folder sources did not take, each once per run
+    (see ingest.file_checks).
     """
     now = now or datetime.now(UTC)
     counters = queue_counters(redis, queue_name)
@@ -49,12 +46,16 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
         published[stream["line"]] += stream["published"]
         dropped[stream["line"]] += stream["dropped"]
     stored = {status.line: status for status in status_summary(engine)}
+    lost: dict[str, dict[str, int]] = {}
+    for counts in lost_frame_counts(engine):
+        lost.setdefault(counts.line, {})[counts.camera] = counts.lost
     skipped: dict[str, dict[str, dict[str, int]]] = {}
     for (line, camera), reasons in skipped_file_counts(engine).items():
         skipped.setdefault(line, {})[camera] = reasons
 
     lines = {}
-    for line in sorted(stored.keys() | published.keys() | dropped.keys() | pending.keys() | skipped.keys()):
+    every_line = stored.keys() | published.keys() | dropped.keys() | pending.keys() | lost.keys() | skipped.keys()
+    for line in sorted(every_line):
         status = stored.get(line)
         frames, flagged, errors = (status.frames, status.flagged, status.errors) if status else (0, 0, 0)
         scored = frames - errors
@@ -65,6 +66,8 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
             "pending": pending.get(line, 0),
             "dropped": dropped.get(line, 0),
             "published": published.get(line, 0),
+            "lost": sum(lost.get(line, {}).values()),
+            "lost_by_camera": lost.get(line, {}),
             "defect_rate": flagged / scored if scored else None,
             "frames_per_s": recent.get(line, 0) / RATE_WINDOW_S,
             "active_model": status.active_model if status else None,
@@ -81,33 +84,16 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
         "workers_alive": workers_alive(redis, queue_name, now),
         "published": counters["published"],
         "dropped": counters["dropped"],
+        "lost": sum(sum(cameras.values()) for cameras in lost.values()),
+        "refused_jobs": counters["refused_jobs"],
         "lines": lines,
     }
 
 
-def pending_frames_by_line(redis: Redis, queue_name: str) -> Counter[str]:
-    """Frames per line in the queue's waiting and running jobs (read from the jobs' JSON payloads)."""
-    queue = make_queue(redis, queue_name)
-    started = StartedJobRegistry(queue=queue)
-    job_ids = queue.get_job_ids() + started.get_job_ids(cleanup=False)
-    pending: Counter[str] = Counter()
-    for job in Job.fetch_many(job_ids, connection=redis, serializer=JSONSerializer):
-        if job is None:
-            continue  # finished between listing and fetching
-        payload = job.args[0] if job.args else None
-        frames = payload.get("frames") if isinstance(payload, dict) else None
-        for frame in frames if isinstance(frames, list) else []:
-            if isinstance(frame, dict) and isinstance(frame.get("line"), str):
-                pending[frame["line"]] += 1
-    return pending
-
-
 def workers_alive(redis: Redis, queue_name: str, now: datetime | None = None) -> int:
-    """Workers of the queue whose last heartbeat is at most WORKER_ALIVE_WITHIN_S old."""
+    """Workers of the queue that beat recently (see `wire.protocol.WorkerBeat.alive`)."""
     now = now or datetime.now(UTC)
-    workers = SimpleWorker.all(queue=make_queue(redis, queue_name), serializer=JSONSerializer)
-    oldest = now - timedelta(seconds=WORKER_ALIVE_WITHIN_S)
-    return sum(1 for worker in workers if worker.last_heartbeat is not None and worker.last_heartbeat >= oldest)
+    return sum(1 for beat in worker_beats(redis, queue_name) if beat.alive(now))
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -117,9 +103,12 @@ def format_status(status: dict[str, Any]) -> str:
         (
             f"queue {queue['name']!r}: {queue['queued_jobs']} jobs waiting, {queue['started_jobs']} running, "
             f"{queue['failed_jobs']} failed; {status['workers_alive']} workers alive; "
-            f"{status['published']} frames published, {status['dropped']} dropped"
+            f"{status['published']} frames published, {status['dropped']} dropped, {status['lost']} lost with Redis"
         )
     ]
+    if status["refused_jobs"]:
+        refused = ", ".join(f"{function}: {count}" for function, count in sorted(status["refused_jobs"].items()))
+        text.append(f"  refused foreign jobs (never run): {refused}")
     for line, counts in status["lines"].items():
         text.append(f"  {format_line(line, counts)}")
         for camera, reasons in counts["skipped_files"].items():
@@ -135,6 +124,12 @@ def format_line(line: str, counts: dict[str, Any]) -> str:
     return (
         f"{line}: {counts['frames']} frames, {counts['flagged']} flagged"
         f" ({'-' if rate is None else f'{100 * rate:.1f}%'} defect rate), {counts['errors']} errors,"
-        f" {counts['pending']} pending, {counts['dropped']} dropped, {counts['frames_per_s']:.2f} frames/s,"
+        f" {counts['pending']} pending, {counts['dropped']} dropped, {_lost_text(counts)},"
+        f" {counts['frames_per_s']:.2f} frames/s,"
         f" model {counts['active_model'] or 'none'}"
     )
+
+
+def _lost_text(counts: dict[str, Any]) -> str:
+    cameras = ", ".join(f"{camera}: {lost}" for camera, lost in sorted(counts["lost_by_camera"].items()))
+    return f"{counts['lost']} lost with Redis" + (f" ({cameras})" if cameras else "")

@@ -20,9 +20,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--taps", help="comma-separated teacher layers, e.g. relu2_2,relu3_3,relu4_3")
     train.add_argument("--image-size", type=int)
     train.add_argument("--student-width", type=float)
-    train.add_argument("--epochs", type=int)
+    train.add_argument("--steps", type=int, help="optimiser steps (default 1000); bounds training time")
     train.add_argument("--batch-size", type=int)
-    train.add_argument("--augment-views", type=int)
     train.add_argument("--false-reject-rate", type=float, help="expected share of good parts flagged (default 0.01)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--precision", choices=["auto", "fp32", "bf16"])
@@ -68,9 +67,8 @@ def run_train(args: argparse.Namespace) -> int:
         **_given(
             args,
             {
-                "epochs": "epochs",
+                "steps": "steps",
                 "batch_size": "batch_size",
-                "augment_views": "augment_views",
                 "false_reject_rate": "false_reject_rate",
                 "precision": "precision",
                 "seed": "seed",
@@ -78,10 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
         ),
     )
     result = train(args.data, args.out, recipe, settings, args.teacher_weights, progress=not args.no_progress)
-    log.info(
-        "saved %s (version %s): best epoch %d, threshold %.4f, %.0f s",
-        result.checkpoint, result.version, result.best_epoch, result.threshold, result.seconds,
-    )
+    log.info("saved %s (version %s): threshold %.4f, %.0f s", result.checkpoint, result.version, result.threshold, result.seconds)
     return 0
 
 
@@ -94,6 +89,10 @@ def run_eval(args: argparse.Namespace) -> int:
         log.warning("model %s was trained with a RANDOM teacher: its scores are not those of the real method", model.version)
     figures = evaluate(model, args.category, args.report, progress=not args.no_progress)
     print(json.dumps(figures))
+    log.info(
+        "at the calibrated threshold: %.1f%% of good parts flagged (stated %.1f%%), %.1f%% of defective parts caught",
+        100 * figures["false_reject_rate"], 100 * model.calibration.false_reject_rate, 100 * figures["defect_recall"],
+    )
     if not args.no_record:
         record_metrics(args.model, {**figures, "evaluated_on": str(args.category.resolve())})
         log.info("metrics recorded in %s; `lineguard models add` takes them to the store", args.model)

@@ -10,19 +10,18 @@ from sqlalchemy.exc import OperationalError
 
 from lineguard.settings import Settings
 from store.artifacts import ArtifactStore, open_artifact_store
-from store.db import database_url, make_engine, upgrade
-
-#: Seconds to wait for Redis to answer before saying it is unreachable.
-REDIS_CONNECT_TIMEOUT_S = 3.0
+from store.db import database_url, head_revision, make_engine, schema_revision, upgrade
+from wire.connections import connect_redis as redis_client
+from wire.connections import redact_url
 
 
 class ServiceUnavailableError(Exception):
-    """Redis or the database named by the settings does not answer."""
+    """Redis or the database named by the settings does not answer, or the schema is behind."""
 
 
 def redis_answers(url: str) -> bool:
     """Whether a Redis server answers PING at `url`."""
-    connection = Redis.from_url(url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S)
+    connection = redis_client(url)
     try:
         return bool(connection.ping())
     except RedisError:
@@ -33,27 +32,38 @@ def redis_answers(url: str) -> bool:
 
 def connect_redis(settings: Settings) -> Redis:
     """A connection to the line's Redis, checked to answer (bytes responses, as rq needs)."""
-    connection = Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S)
+    connection = redis_client(settings.redis_url)
     try:
         connection.ping()
     except RedisError as error:
         connection.close()
         raise ServiceUnavailableError(
-            f"cannot reach Redis at {settings.redis_url} (set REDIS_URL, or start redis-server): {error}"
+            f"cannot reach Redis at {redact_url(settings.redis_url)} (set REDIS_URL, or start redis-server): {error}"
         ) from error
     return connection
 
 
-def open_store(settings: Settings) -> Engine:
-    """An engine on the line's database, its schema brought up to date (a no-op when it is)."""
+def open_store(settings: Settings, *, migrate: bool = False) -> Engine:
+    """An engine on the line's database. With `migrate` its schema is brought up to date (only
+    `lineguard db upgrade`, a worker's start and the demo do that); otherwise the schema must
+    already be at the newest revision, and a database behind it is a clear error."""
     url = database_url(settings.database_url)
+    shown = make_url(url).render_as_string(hide_password=True)
     engine = make_engine(url)
     try:
-        upgrade(engine)
+        if migrate:
+            upgrade(engine)
+            return engine
+        revision, head = schema_revision(engine), head_revision()
     except OperationalError as error:
         engine.dispose()
-        shown = make_url(url).render_as_string(hide_password=True)
         raise ServiceUnavailableError(f"cannot open the database at {shown} (DATABASE_URL): {error.orig}") from error
+    if revision != head:
+        engine.dispose()
+        found = "has no lineguard schema" if revision is None else f"is at schema revision {revision}"
+        raise ServiceUnavailableError(
+            f"the database at {shown} {found}, this lineguard needs {head}: run `lineguard db upgrade` (or start a worker)"
+        )
     return engine
 
 

@@ -14,8 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ingest.file_checks import DEFAULT_MAX_FILE_BYTES
-from ingest.publisher import DEFAULT_QUEUE_NAME
+from wire.protocol import DEFAULT_QUEUE_NAME
 from store.artifacts import DEFAULT_ARTIFACT_URL
 from store.db import DEFAULT_DATABASE_URL
 
@@ -51,11 +50,14 @@ class Settings(BaseModel):
     queue_name: str = Field(
         DEFAULT_QUEUE_NAME, min_length=1, max_length=128, description="rq queue ingesters fill and workers empty (LINEGUARD_QUEUE)"
     )
-    max_file_mb: float = Field(
-        DEFAULT_MAX_FILE_BYTES / 2**20,
+    max_file_mb: float | None = Field(
+        None,
         gt=0,
         le=2**20,
-        description="folder ingesters skip files larger than this many MiB without reading them (LINEGUARD_MAX_FILE_MB)",
+        description=(
+            "folder ingesters skip files larger than this many MiB without reading them; "
+            "unset: ingest.file_checks.DEFAULT_MAX_FILE_BYTES, 64 MiB (LINEGUARD_MAX_FILE_MB)"
+        ),
     )
 
     @field_validator("redis_url")
@@ -77,9 +79,14 @@ class Settings(BaseModel):
 
     def environment(self) -> dict[str, str]:
         """These settings as the environment variables a child process (worker, dashboard) reads."""
-        return {variable: str(getattr(self, name)) for name, variable in ENVIRONMENT_VARIABLES.items()}
+        values = {variable: getattr(self, name) for name, variable in ENVIRONMENT_VARIABLES.items()}
+        return {variable: str(value) for variable, value in values.items() if value is not None}
 
     @property
     def max_file_bytes(self) -> int:
-        """`max_file_mb` in bytes."""
+        """The folder ingesters' size limit in bytes: `max_file_mb`, else ingest's default."""
+        if self.max_file_mb is None:
+            from ingest.file_checks import DEFAULT_MAX_FILE_BYTES  # ingest loads OpenCV: only when asked
+
+            return DEFAULT_MAX_FILE_BYTES
         return int(self.max_file_mb * 2**20)

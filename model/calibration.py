@@ -18,7 +18,7 @@ from scipy.stats import t as student_t
 
 # The logistic that normalises scores maps the median good score to this value (0.5 is the threshold).
 MEDIAN_GOOD_NORMALISED = 0.1
-MIN_CALIBRATION_IMAGES = 2
+MIN_CALIBRATION_IMAGES = 10
 
 
 @dataclass(frozen=True)

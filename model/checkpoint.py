@@ -26,7 +26,8 @@ from model.recipe import Recipe
 from model.scoring import InspectionModel, TeacherStudent
 
 CHECKPOINT_FORMAT = "lineguard-checkpoint"
-CHECKPOINT_FORMAT_VERSION = 1
+# 2: any input shape (recipe.input_shape), step-budget training, calibration on never-trained images.
+CHECKPOINT_FORMAT_VERSION = 2
 
 
 def library_versions() -> dict[str, str]:

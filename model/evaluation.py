@@ -80,6 +80,7 @@ def evaluate(model: InspectionModel, category_dir: str | Path, report_dir: str |
         "pixel_auroc": metrics.pixel_auroc(masks, maps),
         "aupro": metrics.aupro(masks, maps),
         "image_f1_max": metrics.f1_max(labels, raw_scores),
+        **metrics.rates_at_threshold(labels, raw_scores, model.calibration.threshold),
         "n_good": int((labels == 0).sum()),
         "n_defective": int(labels.sum()),
     }

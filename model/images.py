@@ -1,4 +1,4 @@
-"""Turning any input image (bytes or file) into 8-bit RGB, and RGB into the network's input.
+"""Turning any input image (bytes or file) into 8-bit RGB.
 
 Grayscale, RGBA, palette and 16-bit images are converted; anything else that cannot become an
 RGB picture raises `InvalidImageError` with the reason, so callers can record it and go on.
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from model.errors import InvalidImageError
 from model.image_headers import ImageHeader, read_header
@@ -19,12 +18,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Larger frames are refused rather than decoded: 64 MP is beyond any line camera we target
 # and a decompression bomb must not take a worker's memory.
 MAX_PIXELS = 64_000_000
-# Frames whose shorter side is smaller are refused: the network's coarsest tapped stage (relu4_3)
-# has a stride of 8, so below 32 px it sees fewer than 4x4 cells of real content however far the
-# frame is scaled up. Such a frame is a wrong file or a broken camera, not a part to call good.
+# Frames whose shorter side is smaller are refused: the default recipe's coarsest tapped stage
+# (relu4_3) has a stride of 8, so below 32 px a frame gives it fewer than 4x4 positions of real
+# content (model.geometry.MIN_STRIDES_PER_SIDE) however far it is scaled up. Such a frame is a
+# wrong file or a broken camera, not a part to call good.
 MIN_SIDE = 32
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
@@ -94,14 +92,3 @@ def read_mask(path: str | Path) -> np.ndarray:
 def list_images(directory: Path) -> list[Path]:
     """Image files directly in `directory`, sorted by name."""
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def to_input_tensor(images: list[np.ndarray], size: int) -> torch.Tensor:
-    """(H_i,W_i,3) uint8 RGB images -> (B,3,size,size) float32, ImageNet-normalised."""
-    resized = np.stack(
-        [cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR) for image in images]
-    )
-    batch = torch.from_numpy(resized).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (batch - mean) / std

@@ -228,6 +228,24 @@ def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(f1.max())
 
 
+def rates_at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """What a decision threshold does, flagging a sample when score > threshold as the model does.
+
+    Args:
+        labels: (N,) bool or 0/1; True/1 = defective. Both classes must occur.
+        scores: (N,) real, finite.
+        threshold: the decision threshold, in the scores' units.
+
+    Returns:
+        ``false_reject_rate``: share of good samples flagged; ``defect_recall``: share of
+        defective samples flagged.
+    """
+    labels, scores = as_labels_and_scores(labels, scores)
+    _require_both_classes(labels, "labels")
+    flagged = scores > threshold
+    return {"false_reject_rate": float(flagged[~labels].mean()), "defect_recall": float(flagged[labels].mean())}
+
+
 def _as_bool(labels: np.ndarray, name: str) -> np.ndarray:
     if labels.dtype == np.bool_:
         return labels

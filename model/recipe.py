@@ -1,6 +1,6 @@
 """Everything needed to rebuild and train a model, as typed, bounded settings.
 
-`Recipe` is stored in every checkpoint (it defines the network and its scores);
+`Recipe` is stored in every checkpoint (it defines the network, its input and its scores);
 `TrainingSettings` only governs how a checkpoint is produced.
 """
 
@@ -10,14 +10,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model.images import IMAGENET_MEAN, IMAGENET_STD
-from model.teacher import tap_indices
+from model.teacher import tap_indices, tap_stride
 
 DEFAULT_FALSE_REJECT_RATE = 0.01
 
 
 class Recipe(BaseModel):
-    """The network and the way its maps become scores."""
+    """The network, the shape of its input and the way its maps become scores."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -26,17 +25,31 @@ class Recipe(BaseModel):
         default_factory=lambda: ["relu2_2", "relu3_3", "relu4_3"],
         description="teacher layers whose features the student learns to reproduce",
     )
-    image_size: int = Field(256, ge=32, le=1024, description="side of the square network input, pixels")
+    image_size: int = Field(
+        256, ge=32, le=1024, description="the network input has about image_size² pixels, in the training images' aspect ratio"
+    )
+    input_shape: tuple[int, int] | None = Field(
+        None, description="(height, width) of the network input; set by training from the training images"
+    )
     student_width: float = Field(0.5, gt=0.0, le=1.0, description="student channels as a fraction of VGG's")
     blur_sigma: float = Field(4.0, ge=0.0, le=32.0, description="Gaussian blur of the anomaly map, input pixels")
     image_score: Literal["max", "topk_mean"] = Field("topk_mean", description="how a map becomes one score")
     topk_fraction: float = Field(0.05, gt=0.0, le=1.0, description="share of map pixels averaged by topk_mean")
-    normalisation_mean: tuple[float, float, float] = IMAGENET_MEAN
-    normalisation_std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per position of the deepest tap."""
+        return tap_stride(self.backbone, self.taps)
 
     @model_validator(mode="after")
     def _taps_exist_in_backbone(self) -> "Recipe":
         tap_indices(self.backbone, self.taps)
+        return self
+
+    @model_validator(mode="after")
+    def _input_shape_fits_the_network(self) -> "Recipe":
+        if self.input_shape is not None and any(side < self.stride or side % self.stride for side in self.input_shape):
+            raise ValueError(f"input_shape {self.input_shape} must be positive multiples of the taps' stride {self.stride}")
         return self
 
 
@@ -45,13 +58,18 @@ class TrainingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(100, ge=1, le=10_000, description="passes over the training images")
+    steps: int = Field(1000, ge=1, le=1_000_000, description="optimiser steps; bounds training time whatever the data size")
     batch_size: int = Field(8, ge=1, le=256)
-    learning_rate: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate")
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate, cosine-annealed over the steps")
     weight_decay: float = Field(1e-5, ge=0.0, le=0.1)
-    validation_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="good images held out for selection and calibration")
-    augment_views: int = Field(8, ge=1, le=64, description="fixed augmented views per training image, teacher features cached")
-    validate_every: int = Field(5, ge=1, description="epochs between validations for checkpoint selection")
+    feature_reuse: int = Field(
+        4, ge=1, le=64, description="passes of the student over each round of teacher features; 1: fresh features every step"
+    )
+    feature_memory_mb: int = Field(2048, ge=64, description="memory for one round of teacher features (bf16)")
+    calibration_fraction: float = Field(
+        0.2, gt=0.0, lt=0.9, description="share of the good images held out, never trained on, to set the threshold"
+    )
+    max_calibration_images: int = Field(250, ge=1, description="at most this many held-out images; the rest train")
     false_reject_rate: float = Field(
         DEFAULT_FALSE_REJECT_RATE, gt=0.0, lt=0.5, description="expected share of good parts flagged"
     )

@@ -17,7 +17,7 @@ from torch import nn
 
 from model.calibration import Calibration
 from model.devices import autocast
-from model.images import to_input_tensor
+from model.geometry import FittedImage, fit_image, map_to_image, to_network_input
 from model.loss import discrepancy_map
 from model.recipe import Recipe
 from model.student import Student
@@ -28,6 +28,7 @@ from model.teacher import Teacher
 class ImageScore:
     """The verdict on one image. `anomaly_map` is (H,W) float32 at the image's own size in raw
     units, like `raw_score`; `InspectionModel.calibration.normalise` maps both to 0..1."""
+
 
     raw_score: float
     score: float
@@ -44,7 +45,11 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 
 
 class TeacherStudent(nn.Module):
-    """Frozen teacher, trained student and the map they disagree on. Knows nothing of calibration."""
+    """Frozen teacher, trained student and the map they disagree on. Knows nothing of calibration.
+
+    Fully convolutional: it takes an input of any height and width that are multiples of the
+    recipe's stride; `InspectionModel` decides the shape.
+    """
 
     def __init__(self, recipe: Recipe) -> None:
         super().__init__()
@@ -54,52 +59,59 @@ class TeacherStudent(nn.Module):
         blur = gaussian_kernel(recipe.blur_sigma) if recipe.blur_sigma > 0 else torch.ones(1)
         self.register_buffer("blur_kernel", blur, persistent=False)
 
-    def maps_from_features(self, teacher_maps: list[torch.Tensor], student_maps: list[torch.Tensor]) -> torch.Tensor:
-        """Per-scale 1 - cos, upsampled to the input size, summed over scales, blurred -> (B,S,S) float32."""
-        size = self.recipe.image_size
-        total = None
+    def scale_maps(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """(B,3,H,W) normalised input -> per tap, 1 - cos upsampled to (B,H,W), float32."""
+        teacher_maps, student_maps = self.teacher(batch), self.student(batch)
         # Maps stay float32 under any autocast: bf16 would quantise the small differences that rank parts.
-        with torch.autocast(teacher_maps[0].device.type, enabled=False):
-            for t, s in zip(teacher_maps, student_maps):
-                scale_map = discrepancy_map(t, s).unsqueeze(1)
-                scale_map = F.interpolate(scale_map, size=(size, size), mode="bilinear", align_corners=False)
-                total = scale_map if total is None else total + scale_map
-            return self._blur(total).squeeze(1)
+        with torch.autocast(batch.device.type, enabled=False):
+            return [
+                F.interpolate(discrepancy_map(t, s).unsqueeze(1), size=batch.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+                for t, s in zip(teacher_maps, student_maps)
+            ]
 
-    def _blur(self, maps: torch.Tensor) -> torch.Tensor:
+    def anomaly_maps(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) normalised input -> (B,H,W) float32 anomaly maps: scales summed, then blurred."""
+        total = torch.stack(self.scale_maps(batch)).sum(dim=0)
+        with torch.autocast(batch.device.type, enabled=False):
+            return self.blur(total)
+
+    def blur(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B,H,W) -> the same, smoothed by the recipe's Gaussian (reflecting at the borders)."""
         kernel = self.blur_kernel
         if kernel.numel() == 1:
             return maps
         radius = kernel.numel() // 2
-        padded = F.pad(maps, (radius, radius, radius, radius), mode="reflect")
+        padded = F.pad(maps.unsqueeze(1), (radius, radius, radius, radius), mode="reflect")
         blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1))
-        return F.conv2d(blurred, kernel.view(1, 1, -1, 1))
+        return F.conv2d(blurred, kernel.view(1, 1, -1, 1)).squeeze(1)
 
-    def anomaly_maps(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B,3,S,S) normalised input -> (B,S,S) float32 anomaly maps."""
-        return self.maps_from_features(self.teacher(batch), self.student(batch))
-
-    def image_scores(self, maps: torch.Tensor) -> torch.Tensor:
-        """(B,S,S) anomaly maps -> (B,) raw image scores, as the recipe says."""
-        flat = maps.flatten(1)
+    def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """(h,w) map of one image's own pixels -> its raw image score, as the recipe says."""
+        flat = anomaly_map.flatten()
         if self.recipe.image_score == "max":
-            return flat.amax(dim=1)
-        k = max(1, int(round(flat.shape[1] * self.recipe.topk_fraction)))
-        return flat.topk(k, dim=1).values.mean(dim=1)
+            return flat.amax()
+        k = max(1, int(round(flat.numel() * self.recipe.topk_fraction)))
+        return flat.topk(k).values.mean()
 
 
 class InspectionModel:
-    """A trained, calibrated model ready to score images on one device at one precision."""
+    """A trained model ready to score images on one device at one precision.
+
+    `calibration` is None only while training calibrates it: the raw scores calibration uses
+    come from this same class, so they are the scores the worker computes.
+    """
 
     def __init__(
         self,
         network: TeacherStudent,
-        calibration: Calibration,
+        calibration: Calibration | None,
         version: str,
         teacher_source: str,
         device: torch.device,
         precision: str,
     ) -> None:
+        if network.recipe.input_shape is None:
+            raise ValueError("the recipe has no input_shape: the model has not been trained")
         self.network = network.to(device).eval()
         self.calibration = calibration
         self.version = version
@@ -118,35 +130,47 @@ class InspectionModel:
     def random_teacher(self) -> bool:
         return self.teacher_source.startswith("random")
 
-    def prepare(self, images: list[np.ndarray]) -> torch.Tensor:
-        """(H,W,3) uint8 RGB images -> the network's input batch on this model's device."""
-        batch = to_input_tensor(images, self.recipe.image_size).to(self.device)
-        return batch.contiguous(memory_format=torch.channels_last) if self.device.type == "cpu" else batch
+    def prepare(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[FittedImage]]:
+        """(H,W,3) uint8 RGB images of any shapes -> the network's input batch on this model's
+        device, and where each image lies in it."""
+        height, width = self.recipe.input_shape
+        fitted = [fit_image(image, height, width) for image in images]
+        batch = to_network_input([f.pixels for f in fitted]).to(self.device)
+        return (batch.contiguous(memory_format=torch.channels_last) if self.device.type == "cpu" else batch), fitted
 
     @torch.inference_mode()
-    def maps_and_scores(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,3,S,S) input -> (anomaly maps (B,S,S), raw image scores (B,)), both float32."""
+    def maps_and_scores(self, batch: torch.Tensor, fitted: list[FittedImage]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input batch -> (anomaly maps (B,h,w) over the input, raw image scores (B,)), float32.
+        A score covers the image's own pixels only, never the filling around them."""
         with autocast(self.device, self.precision):
             maps = self.network.anomaly_maps(batch)
-        return maps, self.network.image_scores(maps)
+        scores = [self.network.image_score(m[: f.content_height, : f.content_width]) for m, f in zip(maps, fitted)]
+        return maps, torch.stack(scores)
+
+    def raw_scores(self, images: list[np.ndarray]) -> np.ndarray:
+        """(N,) float64 raw scores of images, exactly those `score_images` gives them."""
+        if not images:
+            return np.zeros(0)
+        return self.maps_and_scores(*self.prepare(images))[1].cpu().numpy().astype(np.float64)
 
     def score_images(self, images: list[np.ndarray]) -> list[ImageScore]:
         """Score (H,W,3) uint8 RGB images in one forward pass; maps come back at each image's size."""
+        if self.calibration is None:
+            raise ValueError("this model is not calibrated yet")
         if not images:
             return []
-        maps, raw_scores = self.maps_and_scores(self.prepare(images))
+        batch, fitted = self.prepare(images)
+        maps, raw_scores = self.maps_and_scores(batch, fitted)
         maps = maps.cpu().numpy()
         normalised = self.calibration.normalise(raw_scores.cpu().numpy())
         results = []
-        for image, raw_map, raw_score, score in zip(images, maps, raw_scores.tolist(), normalised):
-            height, width = image.shape[:2]
-            full_map = cv2.resize(raw_map, (width, height), interpolation=cv2.INTER_LINEAR)
+        for image, placed, raw_map, raw_score, score in zip(images, fitted, maps, raw_scores.tolist(), normalised):
             results.append(
                 ImageScore(
                     raw_score=float(raw_score),
                     score=float(score),
                     is_anomaly=bool(raw_score > self.calibration.threshold),
-                    anomaly_map=full_map,
+                    anomaly_map=map_to_image(raw_map, placed, image.shape[0], image.shape[1]),
                 )
             )
         return results

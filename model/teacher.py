@@ -28,6 +28,9 @@ VGG_TAP_INDEX: dict[str, dict[str, int]] = {
     "vgg19": {"relu1_2": 3, "relu2_2": 8, "relu3_4": 17, "relu4_4": 26, "relu5_4": 35},
 }
 
+# Index in `vgg*.features` of each 2x2 max pooling, by backbone.
+VGG_POOL_INDEX: dict[str, tuple[int, ...]] = {"vgg16": (4, 9, 16, 23, 30), "vgg19": (4, 9, 18, 27, 36)}
+
 HOW_TO_PROVIDE_WEIGHTS = (
     "Provide ImageNet VGG weights with --teacher-weights PATH or the environment variable "
     f"{TEACHER_WEIGHTS_ENV}=PATH (a state dict of torchvision's `vgg16().features` or of the "
@@ -60,6 +63,12 @@ def tap_indices(backbone: str, taps: list[str]) -> list[int]:
     if indices != sorted(set(indices)):
         raise ValueError(f"taps must be distinct and in network order, got {taps}")
     return indices
+
+
+def tap_stride(backbone: str, taps: list[str]) -> int:
+    """Input pixels per position of the deepest tap: input sides must be multiples of it."""
+    deepest = tap_indices(backbone, taps)[-1]
+    return 2 ** sum(1 for pool in VGG_POOL_INDEX[backbone] if pool < deepest)
 
 
 def _vgg_features(backbone: str) -> nn.Sequential:
@@ -155,6 +164,11 @@ class Teacher(nn.Module):
             if index in self.tap_indices:
                 tapped.append(images)
         return tapped
+
+    @property
+    def tap_strides(self) -> list[int]:
+        """Input pixels per position of each tap."""
+        return [2 ** sum(isinstance(layer, nn.MaxPool2d) for layer in self.features[:index]) for index in self.tap_indices]
 
     @property
     def channels(self) -> list[int]:

@@ -1,43 +1,45 @@
-"""Training a student on good images only, then selecting, calibrating and saving it.
+"""Training a student on good images only, then calibrating and saving it.
 
-The teacher is frozen, so its features for a fixed set of augmented views of every training image
-are computed once and cached; each epoch then runs only the student.
+Memory does not grow with the data beyond the images themselves at the network's input size: the
+teacher's features are computed per batch, never cached, and held-out images are read again from
+disk when calibrating. Time is bounded by a budget of optimiser steps, not by epochs, so a folder of
+3,000 parts takes as long to train as one of 300 (the loading aside).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from model.augment import augmented_view
-from model.calibration import fit_calibration
+from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration
 from model.checkpoint import save_checkpoint
 from model.devices import autocast, resolve_device, resolve_precision
 from model.errors import DatasetError, InvalidImageError
-from model.images import list_images, read_image, to_input_tensor
+from model.geometry import fit_image, input_shape_for, to_network_input
+from model.images import list_images, read_image
 from model.loss import distillation_loss
 from model.recipe import Recipe, TrainingSettings
-from model.scoring import TeacherStudent
+from model.scoring import InspectionModel, TeacherStudent
 from model.teacher import resolve_teacher_weights
 
 log = logging.getLogger(__name__)
 MIN_TRAINING_IMAGES = 4
+# Held-out images are scored this many at a time when calibrating.
+CALIBRATION_BATCH = 8
 
 
 @dataclass(frozen=True)
 class TrainingResult:
     checkpoint: Path
     version: str
-    best_epoch: int
-    best_validation_score: float
     threshold: float
     seconds: float
 
@@ -53,92 +55,159 @@ def good_image_folder(data_dir: Path) -> tuple[Path, str]:
     return data_dir, "folder"
 
 
-def load_good_images(folder: Path) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """Decode every image in `folder`; returns (images, their names, names of skipped files)."""
+def _image_shape(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the file's header, without decoding its pixels; None if unreadable."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return height, width
+
+
+def find_good_images(folder: Path) -> tuple[list[Path], list[tuple[int, int]], list[str]]:
+    """Image files of `folder` with their (height, width), and the names of files skipped."""
     candidates = sorted(p for p in folder.iterdir() if p.is_file())
     image_paths = set(list_images(folder))
-    images, names, skipped = [], [], []
+    paths, shapes, skipped = [], [], []
     for path in candidates:
-        if path not in image_paths:
+        shape = _image_shape(path) if path in image_paths else None
+        if shape is None:
             skipped.append(path.name)
             continue
-        try:
-            images.append(read_image(path))
-            names.append(path.name)
-        except InvalidImageError as error:
-            log.warning("skipping %s", error)
-            skipped.append(path.name)
+        paths.append(path)
+        shapes.append(shape)
     if skipped:
         log.warning("skipped %d file(s) that are not readable images: %s", len(skipped), ", ".join(skipped[:10]))
-    if len(images) < MIN_TRAINING_IMAGES:
+    return paths, shapes, skipped
+
+
+def split_calibration(count: int, settings: TrainingSettings, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, calibration). Calibration images are never trained on and choose nothing
+    but the threshold, so their scores are those of parts the model has never seen."""
+    wanted = int(round(count * settings.calibration_fraction))
+    n_calibration = min(max(MIN_CALIBRATION_IMAGES, wanted), settings.max_calibration_images)
+    if count - n_calibration < MIN_TRAINING_IMAGES:
         raise DatasetError(
-            f"{folder} holds {len(images)} readable image(s); training needs at least {MIN_TRAINING_IMAGES} good images"
+            f"{count} good image(s) found; training needs at least {MIN_CALIBRATION_IMAGES + MIN_TRAINING_IMAGES}: "
+            f"{MIN_CALIBRATION_IMAGES} held out to calibrate the threshold and {MIN_TRAINING_IMAGES} to train on"
         )
-    return images, names, skipped
-
-
-def split_validation(count: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, validation); at least two validation images for calibration."""
     order = rng.permutation(count)
-    n_validation = min(max(2, int(round(count * fraction))), count - 2)
-    return np.sort(order[n_validation:]), np.sort(order[:n_validation])
+    return np.sort(order[n_calibration:]), np.sort(order[:n_calibration])
 
 
-class FeatureCache:
-    """Teacher features of many inputs, stored in bf16 on the CPU to halve memory."""
-
-    def __init__(
-        self, network: TeacherStudent, inputs: torch.Tensor, device: torch.device, precision: str, label: str, progress: bool
-    ) -> None:
-        self.inputs = inputs
-        chunks: list[list[torch.Tensor]] = []
-        batch = 8
-        with torch.inference_mode(), autocast(device, precision):
-            for start in tqdm(range(0, len(inputs), batch), desc=f"teacher features ({label})", unit="batch", disable=not progress):
-                maps = network.teacher(inputs[start : start + batch].to(device))
-                chunks.append([m.to("cpu", torch.bfloat16) for m in maps])
-        self.features = [torch.cat(per_tap) for per_tap in zip(*chunks)]
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def batch(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return self.inputs[indices].to(device), [f[indices].to(device).float() for f in self.features]
+def load_training_images(paths: list[Path], input_shape: tuple[int, int], progress: bool) -> tuple[list[np.ndarray], list[str]]:
+    """Decode each image and keep it at the network's input size only (uint8)."""
+    height, width = input_shape
+    images, unreadable = [], []
+    for path in tqdm(paths, desc="loading good images", unit="image", disable=not progress):
+        try:
+            images.append(fit_image(read_image(path), height, width).pixels)
+        except InvalidImageError as error:
+            log.warning("skipping %s", error)
+            unreadable.append(path.name)
+    if len(images) < MIN_TRAINING_IMAGES:
+        raise DatasetError(f"only {len(images)} training image(s) could be decoded; training needs at least {MIN_TRAINING_IMAGES}")
+    return images, unreadable
 
 
-def _image_scores(network: TeacherStudent, cache: FeatureCache, device: torch.device, precision: str) -> torch.Tensor:
-    """Raw image scores of every cached input, student in eval mode."""
-    network.eval()
-    scores = []
-    with torch.inference_mode(), autocast(device, precision):
-        for start in range(0, len(cache), 8):
-            inputs, teacher_maps = cache.batch(torch.arange(start, min(start + 8, len(cache))), device)
-            maps = network.maps_from_features(teacher_maps, network.student(inputs))
-            scores.append(network.image_scores(maps).cpu())
-    return torch.cat(scores)
+def calibration_scores(model: InspectionModel, paths: list[Path], progress: bool) -> tuple[np.ndarray, list[str]]:
+    """Raw scores of held-out images through the one scoring path, read from disk a batch at a time."""
+    scores, scored = [], []
+    for start in tqdm(range(0, len(paths), CALIBRATION_BATCH), desc="calibrating", unit="batch", disable=not progress):
+        images = []
+        for path in paths[start : start + CALIBRATION_BATCH]:
+            try:
+                images.append(read_image(path))
+                scored.append(path.name)
+            except InvalidImageError as error:
+                log.warning("skipping %s", error)
+        scores.append(model.raw_scores(images))
+    return np.concatenate(scores), scored
 
 
-def _train_epoch(
+class ImageCycle:
+    """Image indices drawn in shuffled passes over all images, one pass after another."""
+
+    def __init__(self, count: int, rng: np.random.Generator) -> None:
+        self._count, self._rng = count, rng
+        self._pending: list[int] = []
+
+    def take(self, n: int) -> list[int]:
+        taken = []
+        while len(taken) < n:
+            if not self._pending:
+                self._pending = self._rng.permutation(self._count).tolist()
+            taken.append(self._pending.pop())
+        return taken
+
+
+def views_per_round(network: TeacherStudent, settings: TrainingSettings) -> int:
+    """How many augmented views' teacher features a round keeps: as many as fit the memory budget
+    (bf16) and the step budget needs, at least one batch; with no reuse, one batch (the teacher
+    runs for every batch)."""
+    needed = -(-settings.steps * settings.batch_size // settings.feature_reuse)
+    if settings.feature_reuse == 1:
+        return settings.batch_size
+    height, width = network.recipe.input_shape
+    positions = [(height // stride) * (width // stride) for stride in network.teacher.tap_strides]
+    bytes_per_view = 2 * sum(c * p for c, p in zip(network.teacher.channels, positions))
+    return max(settings.batch_size, min(needed, int(settings.feature_memory_mb * 2**20 // bytes_per_view)))
+
+
+def train_student(
     network: TeacherStudent,
-    cache: FeatureCache,
-    order: torch.Tensor,
-    optimiser: torch.optim.Optimizer,
-    batch_size: int,
+    images: list[np.ndarray],
+    settings: TrainingSettings,
     device: torch.device,
     precision: str,
-) -> float:
-    """One pass of the student over the cached inputs in `order`; returns the mean loss."""
-    network.student.train()
-    losses = []
-    for start in range(0, len(order), batch_size):
-        inputs, teacher_maps = cache.batch(order[start : start + batch_size], device)
-        with autocast(device, precision):
-            loss = distillation_loss(teacher_maps, network.student(inputs))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
-    return float(np.mean(losses))
+    rng: np.random.Generator,
+    progress: bool,
+) -> list[float]:
+    """`settings.steps` optimiser steps of the student on augmented views of `images`.
+
+    Training runs in rounds: the teacher computes the features of a round's fresh augmented views
+    (as many as `feature_memory_mb` holds), then the student trains on them for `feature_reuse`
+    shuffled passes. The teacher's forward pass is two fifths of a step's work on a CPU, so reusing
+    each view's features cuts training time while memory stays fixed whatever the data size.
+    Returns the loss of every step.
+    """
+    student = network.student.train()
+    optimiser = torch.optim.Adam(student.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.steps)
+    cycle = ImageCycle(len(images), rng)
+    round_views = views_per_round(network, settings)
+    losses: list[float] = []
+    bar = tqdm(total=settings.steps, desc="training", unit="step", disable=not progress)
+    while len(losses) < settings.steps:
+        inputs = to_network_input([augmented_view(images[index], rng) for index in cycle.take(round_views)])
+        with torch.no_grad(), autocast(device, precision):
+            # Kept in bf16 (half the memory); the loss compares in float32 anyway.
+            features = [
+                torch.cat(per_tap)
+                for per_tap in zip(
+                    *(
+                        [f.to(torch.bfloat16) for f in network.teacher(chunk.to(device))]
+                        for chunk in inputs.split(settings.batch_size)
+                    )
+                )
+            ]
+        round_steps = min(settings.steps - len(losses), max(1, round_views * settings.feature_reuse // settings.batch_size))
+        order = np.concatenate([rng.permutation(round_views) for _ in range(settings.feature_reuse + 1)])
+        for step in range(round_steps):
+            chosen = torch.from_numpy(order[step * settings.batch_size : (step + 1) * settings.batch_size])
+            with autocast(device, precision):
+                loss = distillation_loss([f[chosen.to(f.device)] for f in features], student(inputs[chosen].to(device)))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            losses.append(loss.item())
+            bar.update()
+            if len(losses) % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
+    bar.close()
+    return losses
 
 
 def train(
@@ -149,15 +218,17 @@ def train(
     teacher_weights: str | None,
     progress: bool = True,
 ) -> TrainingResult:
-    """Train, select by validation, calibrate and save a checkpoint at `out_path`."""
+    """Train for the step budget, calibrate on held-out good images and save a checkpoint at `out_path`."""
     started = time.monotonic()
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     folder, layout = good_image_folder(Path(data_dir))
-    images, names, skipped = load_good_images(folder)
+    paths, shapes, skipped = find_good_images(folder)
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
-    train_idx, val_idx = split_validation(len(images), settings.validation_fraction, rng)
+    train_idx, calibration_idx = split_calibration(len(paths), settings, rng)
+    input_shape = input_shape_for([shapes[i] for i in train_idx], recipe.image_size, recipe.stride)
+    recipe = Recipe.model_validate({**recipe.model_dump(), "input_shape": input_shape})
 
     weights = resolve_teacher_weights(recipe.backbone, teacher_weights, seed=settings.seed)
     if weights.is_random:
@@ -166,52 +237,28 @@ def train(
     network.teacher.load_weights(weights.state_dict, weights.source)
     network.to(device)
 
-    size = recipe.image_size
-    resized = [cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images]
-    views = []
-    for index in train_idx:
-        views.append(resized[index])
-        views += [augmented_view(resized[index], rng) for _ in range(settings.augment_views - 1)]
-    train_cache = FeatureCache(network, to_input_tensor(views, size), device, precision, "training views", progress)
-    val_cache = FeatureCache(network, to_input_tensor([resized[i] for i in val_idx], size), device, precision, "validation", progress)
+    images, unreadable = load_training_images([paths[i] for i in train_idx], recipe.input_shape, progress)
+    losses = train_student(network, images, settings, device, precision, rng, progress)
+    del images
 
-    optimiser = torch.optim.Adam(network.student.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs)
-    best_score, best_epoch, best_state = float("inf"), 0, copy.deepcopy(network.student.state_dict())
-    n_train = len(train_idx)
-    bar = tqdm(range(1, settings.epochs + 1), desc="training", unit="epoch", disable=not progress)
-    for epoch in bar:
-        # One randomly chosen view of each training image per epoch.
-        chosen = torch.from_numpy(rng.permutation(n_train) * settings.augment_views + rng.integers(0, settings.augment_views, n_train))
-        loss = _train_epoch(network, train_cache, chosen, optimiser, settings.batch_size, device, precision)
-        schedule.step()
-        if epoch % settings.validate_every == 0 or epoch == settings.epochs:
-            validation_score = float(_image_scores(network, val_cache, device, precision).mean())
-            if validation_score < best_score:
-                best_score, best_epoch = validation_score, epoch
-                best_state = copy.deepcopy(network.student.state_dict())
-            bar.set_postfix(loss=f"{loss:.4f}", val=f"{validation_score:.4f}", best=best_epoch)
-        else:
-            bar.set_postfix(loss=f"{loss:.4f}", best=best_epoch)
-    bar.close()
-
-    network.student.load_state_dict(best_state)
-    calibration = fit_calibration(_image_scores(network, val_cache, device, precision).numpy(), settings.false_reject_rate)
+    scorer = InspectionModel(network, None, "uncalibrated", weights.source, device, precision)
+    scores, calibration_names = calibration_scores(scorer, [paths[i] for i in calibration_idx], progress)
+    calibration = fit_calibration(scores, settings.false_reject_rate)
     seconds = time.monotonic() - started
     training_data = {
         "folder": str(folder.resolve()),
         "layout": layout,
-        "n_images": len(images),
-        "n_train": int(len(train_idx)),
-        "n_validation": int(len(val_idx)),
-        "validation_images": [names[i] for i in val_idx],
-        "skipped_files": skipped,
+        "n_images": len(paths),
+        "n_train": len(train_idx) - len(unreadable),
+        "n_calibration": len(calibration_names),
+        "calibration_images": calibration_names,
+        "calibration_scores": [float(score) for score in scores],
+        "skipped_files": skipped + unreadable,
         "settings": settings.model_dump(),
-        "best_epoch": best_epoch,
-        "best_validation_score": best_score,
+        "final_loss": float(np.mean(losses[-50:])),
         "device": str(device),
         "precision": precision,
         "seconds": round(seconds, 1),
     }
     version = save_checkpoint(out_path, network.cpu(), calibration, weights.source, training_data)
-    return TrainingResult(Path(out_path), version, best_epoch, best_score, calibration.threshold, seconds)
+    return TrainingResult(Path(out_path), version, calibration.threshold, seconds)

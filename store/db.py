@@ -8,6 +8,7 @@ start: on PostgreSQL concurrent callers queue on an advisory lock, on SQLite on 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from psycopg import Error as PsycopgError
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +36,10 @@ DEFAULT_DATABASE_URL = "sqlite:///lineguard-data/lineguard.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: Key of the PostgreSQL advisory lock that serialises concurrent migrations ("lineguard" in ASCII).
 MIGRATION_LOCK_KEY = 0x6C696E6567756172
+#: Seconds a new PostgreSQL connection may take before it counts as refused (unless the URL says).
+POSTGRES_CONNECT_TIMEOUT_S = 10
+#: SQLSTATEs of a PostgreSQL server that is going away or not yet there: admin/crash shutdown, starting up.
+_POSTGRES_GOING_AWAY = {"57P01", "57P02", "57P03"}
 #: Folder holding Alembic's env.py, script template and versions.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Execution option marking a connection whose transaction will write (SQLite: BEGIN IMMEDIATE).
@@ -55,7 +63,31 @@ def make_engine(url: str) -> Engine:
     parsed = _with_supported_driver(_parse_url(url))
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return create_engine(parsed, pool_pre_ping=True)
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
+    return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+
+
+def is_database_outage(error: BaseException) -> bool:
+    """Whether `error` means the database is away for now (to be waited for), not a bug or bad data.
+
+    PostgreSQL: a connection that could not be made or was lost (no SQLSTATE, class 08, or the server
+    shutting down or starting). SQLite: the file is locked by another writer for longer than the busy
+    timeout. Anything else (a missing table, a constraint) is not an outage.
+    """
+    if isinstance(error, PoolTimeoutError):
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    cause = error.orig
+    if isinstance(cause, PsycopgError):
+        state = cause.sqlstate
+        return state is None or state.startswith("08") or state in _POSTGRES_GOING_AWAY
+    if isinstance(cause, sqlite3.OperationalError):
+        message = str(cause)
+        return "locked" in message or "busy" in message
+    return False
 
 
 @contextmanager

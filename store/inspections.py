@@ -37,7 +37,8 @@ class InspectionRecord:
 
     ``verdict`` is "good" or "defect" for a scored frame (``score`` required, normalised to 0..1 with
     0.5 at the threshold) and "error" for a frame that could not be scored (``error`` says why).
-    ``random_teacher`` marks results of a model trained with a random teacher.
+    ``random_teacher`` marks results of a model trained with a random teacher; ``origin`` says where
+    a person finds the part (a file's path inside its folder, a stream's frame position).
     """
 
     frame_id: str
@@ -58,6 +59,7 @@ class InspectionRecord:
     heatmap_key: str | None = None
     worker: str | None = None
     random_teacher: bool = False
+    origin: str | None = None
 
     def __post_init__(self) -> None:
         where = f"inspection record for frame {self.frame_id!r}"

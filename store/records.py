@@ -16,11 +16,14 @@ from store.inspections import (
 from store.ledger import (
     SKIPPED_FILE_KIND_PREFIX,
     SourceEventInfo,
+    UnsettledClaim,
     claim_ingested_file,
     recent_source_events,
     record_source_event,
     record_source_events,
+    settle_claims,
     skipped_file_counts,
+    unsettled_claims,
 )
 from store.registry import (
     ModelInfo,
@@ -32,6 +35,15 @@ from store.registry import (
     register_model,
 )
 from store.reviews import LinePrecision, count_review_queue, review_precision, review_queue, save_review
+from store.streams import (
+    LostFrames,
+    SentFrame,
+    lost_frame_counts,
+    next_stream_sequence,
+    record_sent_frames,
+    settle_stream_frames,
+    unsettled_stream_frames,
+)
 from store.stats import CameraCounts, LineStatus, RateBucket, defect_rate_series, line_counts, status_summary
 
 __all__ = [
@@ -40,12 +52,15 @@ __all__ = [
     "InspectionRecord",
     "LinePrecision",
     "LineStatus",
+    "LostFrames",
     "ModelInfo",
     "RateBucket",
     "ReviewInfo",
     "SKIPPED_FILE_KIND_PREFIX",
+    "SentFrame",
     "SourceEventInfo",
     "StoredInspection",
+    "UnsettledClaim",
     "activate_model",
     "active_model_for_line",
     "active_models",
@@ -57,7 +72,10 @@ __all__ = [
     "inspections_frame",
     "line_counts",
     "list_models",
+    "lost_frame_counts",
+    "next_stream_sequence",
     "recent_source_events",
+    "record_sent_frames",
     "record_source_event",
     "record_source_events",
     "skipped_file_counts",
@@ -66,6 +84,10 @@ __all__ = [
     "review_precision",
     "review_queue",
     "save_review",
+    "settle_claims",
+    "settle_stream_frames",
     "status_summary",
+    "unsettled_claims",
+    "unsettled_stream_frames",
     "write_inspections",
 ]

@@ -118,6 +118,8 @@ class Inspection(Base):
     heatmap_key: Mapped[str | None] = mapped_column(String(512))
     worker: Mapped[str | None] = mapped_column(String(128))
     random_teacher: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # Where a person finds the part: the file's path inside its folder, a stream's frame position.
+    origin: Mapped[str | None] = mapped_column(String(1024))
 
     __table_args__ = (
         CheckConstraint(column("verdict").in_(VERDICTS), name="verdict"),
@@ -203,8 +205,17 @@ class SourceEvent(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
 
+#: What settled a folder ledger entry: its row exists, it was dropped at a full queue, its file
+#: vanished before it could be published again, or it was claimed before the ledger kept frame ids.
+LEDGER_OUTCOMES: tuple[str, ...] = ("recorded", "dropped", "vanished", "unknown")
+
+
 class IngestedFile(Base):
-    """The folder watcher's ledger: a file listed here is never published again."""
+    """The folder watcher's ledger: a file listed here is claimed once, under one frame id.
+
+    A claim stays unsettled (``settled_at`` NULL) until its inspection row exists; an unsettled claim
+    whose frame is neither in Redis nor in the store was lost and is published again.
+    """
 
     __tablename__ = "ingested_files"
 
@@ -214,5 +225,41 @@ class IngestedFile(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     mtime: Mapped[float] = mapped_column(Float)
     ingested_at: Mapped[datetime]
+    frame_id: Mapped[str | None] = mapped_column(String(64))
+    settled_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))
 
-    __table_args__ = (UniqueConstraint("source_key", "path"),)
+    __table_args__ = (
+        UniqueConstraint("source_key", "path"),
+        CheckConstraint(column("outcome").in_(LEDGER_OUTCOMES), name="outcome"),
+        # The unsettled claims of one folder and camera, read by every reconciliation pass.
+        Index("ix_ingested_files_source_key_settled_at", "source_key", "settled_at"),
+    )
+
+
+class StreamFrame(Base):
+    """The stream ledger: every frame a video or camera source sent, by the camera's sequence number.
+
+    Written just before the frame's batch goes to Redis; settled once its inspection row exists, or
+    marked lost (``lost_at``) when neither Redis nor the store has it any more.
+    """
+
+    __tablename__ = "stream_frames"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    frame_id: Mapped[str] = mapped_column(String(64), unique=True)
+    line: Mapped[str] = mapped_column(String(128))
+    camera: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(1024))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    published_at: Mapped[datetime]
+    settled_at: Mapped[datetime | None]
+    lost_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # Unsettled frames of one camera (every pass) and its last sequence number (every start).
+        Index("ix_stream_frames_line_camera_settled_at", "line", "camera", "settled_at"),
+        Index("ix_stream_frames_line_camera_sequence", "line", "camera", "sequence"),
+        # Lost frames, counted by status and the dashboard.
+        Index("ix_stream_frames_lost_at", "lost_at"),
+    )

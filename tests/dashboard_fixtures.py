@@ -20,7 +20,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
 from ingest import Frame, Publisher, new_frame_id
-from ingest.publisher import make_queue
+from wire.protocol import make_queue
 from model.synthetic import defective_part
 from store import (
     FileArtifactStore,
@@ -167,6 +167,7 @@ def _record(
         heatmap_key=heatmap_key,
         worker="worker-1",
         random_teacher=random_teacher,
+        origin=f"shift-2/{frame_id}.png",
     )
 
 

@@ -30,12 +30,12 @@ def test_train_on_a_missing_folder_is_one_clear_line(capsys, tmp_path):
 
 def test_train_on_an_empty_folder_says_how_many_images_are_needed(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--teacher-weights", "random")
-    assert code == 2 and "at least 4 good images" in err
+    assert code == 2 and "training needs at least 14" in err
 
 
 def test_bad_settings_name_the_setting(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "train", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--epochs", "0")
-    assert code == 2 and "epochs" in err
+    code, _, err = run_cli(capsys, "train", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--steps", "0")
+    assert code == 2 and "steps" in err
 
 
 def test_eval_refuses_a_file_that_is_not_a_checkpoint(capsys, tmp_path, synthetic_category):

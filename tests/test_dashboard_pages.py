@@ -22,7 +22,16 @@ from redis import Redis
 from streamlit.testing.v1 import AppTest
 
 from dashboard import auth
-from store import InspectionFilter, count_review_queue, inspection_detail, make_engine
+from dashboard.queries import inspections_export
+from store import (
+    InspectionFilter,
+    SentFrame,
+    count_review_queue,
+    inspection_detail,
+    make_engine,
+    record_sent_frames,
+    settle_stream_frames,
+)
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 #: Generous: the first run in a process imports pandas, altair and the store.
@@ -114,6 +123,17 @@ def test_live_page_shows_rates_alarm_queue_health_and_models(dashboard_env: Popu
     assert any("line-b (ts-random-1)" in warning.value for warning in at.warning)
 
 
+def test_live_page_shows_frames_lost_with_redis_per_camera(dashboard_env: Populated, redis_db: Redis) -> None:
+    engine = make_engine(dashboard_env.database_url)
+    try:
+        record_sent_frames(engine, [SentFrame(f"lost-{n}", "line-a", "cam-2", "video:rtsp://cam", n) for n in range(3)])
+        settle_stream_frames(engine, ["lost-0", "lost-1", "lost-2"], lost=True)
+    finally:
+        engine.dispose()
+    at = open_page("live")
+    assert any("Frames lost with Redis" in warning.value and "line-a / cam-2: 3" in warning.value for warning in at.warning)
+
+
 def test_live_alarm_level_and_window_are_controls(dashboard_env: Populated, redis_db: Redis) -> None:
     at = open_page("live")
     at.number_input(key="live_alarm_percent").set_value(4.0).run()
@@ -149,6 +169,19 @@ def test_review_page_shows_the_queue_newest_first_with_images_and_the_focused_pa
     # 12 thumbnails, plus the focused part's image and heatmap.
     assert len(at.get("image")) == 12 + 2
     assert at.subheader[0].value == f"Part {dashboard_env.queue_ids[0]}"
+
+
+def test_the_focused_part_says_where_to_find_it_and_the_export_has_the_origin(dashboard_env: Populated) -> None:
+    at = open_page("review")
+    engine = make_engine(dashboard_env.database_url)
+    try:
+        focused = inspection_detail(engine, dashboard_env.queue_ids[0]).record
+        exported = inspections_export(engine, InspectionFilter())
+    finally:
+        engine.dispose()
+    (facts,) = [table.value for table in at.table if "origin" in table.value.index]
+    assert facts.loc["origin", "value"] == focused.origin == f"shift-2/{focused.frame_id}.png"
+    assert exported["origin"].str.startswith("shift-2/").all()
 
 
 def test_confirming_the_focused_part_saves_it_and_moves_on(dashboard_env: Populated) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ingest.errors import FileSkippedError
-from ingest.file_checks import CheckedFile, check_entry, open_checked, read_at_most
+from ingest.file_checks import CheckedFile, check_file, open_checked, read_at_most
 
 EXTENSIONS = (".png", ".jpg")
 LIMIT = 1000
@@ -24,12 +24,8 @@ def folder(tmp_path: Path) -> Path:
     return watched.resolve()
 
 
-def entry(folder: Path, name: str) -> os.DirEntry[str]:
-    return next(item for item in os.scandir(folder) if item.name == name)
-
-
 def checked(folder: Path, name: str) -> CheckedFile:
-    return check_entry(entry(folder, name), folder, EXTENSIONS, LIMIT)
+    return check_file(folder / name, folder, EXTENSIONS, LIMIT)
 
 
 def skip_of(folder: Path, name: str) -> FileSkippedError:

@@ -16,7 +16,8 @@ from rq.serializers import JSONSerializer
 
 from ingest.errors import QueueFullError
 from ingest.frames import Frame, new_frame_id
-from ingest.publisher import DROPS_KEY, PUBLISHED_KEY, Publisher, frame_key, queue_counters
+from ingest.publisher import Publisher
+from wire.protocol import DROPS_KEY, PUBLISHED_KEY, frame_key, queue_counters
 
 from ingest_fixtures import QUEUE, redis  # noqa: F401  (fixtures)
 
@@ -84,7 +85,7 @@ def test_poll_flushes_only_once_the_oldest_frame_is_due(redis: Redis) -> None:
 
 
 def test_job_is_plain_json_with_frame_metadata_and_keys(redis: Redis) -> None:
-    publisher = Publisher(redis, queue_name=QUEUE, batch_size=2, job_function="worker.jobs.score_frames")
+    publisher = Publisher(redis, queue_name=QUEUE, batch_size=2)
     frames = [make_frame(), make_frame()]
     for frame in frames:
         publisher.publish(frame)

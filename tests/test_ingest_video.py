@@ -19,7 +19,8 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import Engine, select
 
 from ingest.errors import SourceUnavailableError
-from ingest.publisher import PUBLISHED_KEY, Publisher
+from ingest.publisher import Publisher
+from wire.protocol import PUBLISHED_KEY
 from ingest.video import VideoSource
 from store.schema import SourceEvent
 

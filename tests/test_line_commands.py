@@ -51,6 +51,7 @@ def write_images(folder: Path, images: dict[str, bytes]) -> Path:
 
 
 def test_models_add_activate_and_list(line_settings, small_checkpoint, capsys):  # noqa: F811
+    assert run(capsys, "db", "upgrade")[0] == 0
     version = read_checkpoint(small_checkpoint)["version"]
     code, out, _ = run(capsys, "models", "add", str(small_checkpoint), "--line", LINE)
     assert code == 0 and f"lineguard models activate {version} --line {LINE}" in out
@@ -69,6 +70,7 @@ def test_models_add_activate_and_list(line_settings, small_checkpoint, capsys): 
 
 
 def test_models_add_refuses_what_it_cannot_do(sqlite_line_settings, small_checkpoint, tmp_path, capsys):  # noqa: F811
+    assert run(capsys, "db", "upgrade")[0] == 0
     code, _, err = run(capsys, "models", "add", str(small_checkpoint), "--activate")
     assert code == 2 and "--activate needs --line" in err
     not_a_model = tmp_path / "notes.pt"
@@ -80,6 +82,7 @@ def test_models_add_refuses_what_it_cannot_do(sqlite_line_settings, small_checkp
 
 
 def test_a_folder_is_ingested_scored_and_counted(line_settings, small_checkpoint, tmp_path, capsys):  # noqa: F811
+    assert run(capsys, "db", "upgrade")[0] == 0
     assert run(capsys, "models", "add", str(small_checkpoint), "--line", LINE, "--activate")[0] == 0
     rng = np.random.default_rng(30)
     images = {f"good-{i}.png": png(make_part(rng, False)) for i in range(4)}
@@ -109,6 +112,7 @@ def test_a_folder_is_ingested_scored_and_counted(line_settings, small_checkpoint
 
 
 def test_a_full_queue_drops_or_blocks_as_configured_and_drops_are_counted(sqlite_line_settings, tmp_path, capsys):  # noqa: F811
+    assert run(capsys, "db", "upgrade")[0] == 0
     rng = np.random.default_rng(31)
     dropping = write_images(tmp_path / "dropping", {f"{i}.png": png(make_part(rng, False)) for i in range(5)})
     bound = ("--batch-size", "1", "--max-queued-jobs", "1", "--no-progress")
@@ -129,6 +133,7 @@ def test_a_full_queue_drops_or_blocks_as_configured_and_drops_are_counted(sqlite
 
 
 def test_a_video_is_ingested_at_the_capped_rate(sqlite_line_settings, tmp_path, capsys):  # noqa: F811
+    assert run(capsys, "db", "upgrade")[0] == 0
     video = tmp_path / "belt.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
     for index in range(20):
@@ -174,6 +179,7 @@ def test_the_file_size_limit_comes_from_the_environment_or_the_command_line(sqli
     assert Settings.from_environment({"LINEGUARD_MAX_FILE_MB": "0.5"}).max_file_bytes == 2**19
     with pytest.raises(ValidationError, match="max_file_mb"):
         Settings.from_environment({"LINEGUARD_MAX_FILE_MB": "-1"})
+    assert run(capsys, "db", "upgrade")[0] == 0
     folder = write_images(tmp_path / "in", {"small.png": png(make_part(np.random.default_rng(0), False))})
     (folder / "large.png").write_bytes(b"\0" * 2**20)
     monkeypatch.setenv("LINEGUARD_MAX_FILE_MB", "2")
@@ -181,3 +187,32 @@ def test_the_file_size_limit_comes_from_the_environment_or_the_command_line(sqli
     assert code == 0 and "1 published" in out and "1 skipped (1 size)" in out
     code, _, err = run(capsys, "ingest", "folder", str(folder), "--line", LINE, "--camera", CAMERA, "--max-file-mb", "0")
     assert code == 2 and "max_file_mb" in err
+
+
+def test_status_and_models_list_never_migrate_and_say_what_to_run(sqlite_line_settings, capsys):  # noqa: F811
+    for command in (("status",), ("models", "list")):
+        code, _, err = run(capsys, *command)
+        assert code == 2 and "has no lineguard schema" in err and "lineguard db upgrade" in err, command
+    engine = make_engine(sqlite_line_settings.database_url)
+    try:
+        assert schema_revision(engine) is None  # still untouched
+    finally:
+        engine.dispose()
+    assert run(capsys, "db", "upgrade")[0] == 0
+    assert run(capsys, "models", "list")[0] == 0
+
+
+def test_status_reads_the_queue_without_cleaning_its_registries(line_redis, sqlite_line_settings, capsys):  # noqa: F811
+    """A job whose lease ran out stays where it is: only a worker's cleanup may hand it back."""
+    from rq.registry import StartedJobRegistry
+
+    from wire.protocol import make_queue
+
+    assert run(capsys, "db", "upgrade")[0] == 0
+    queue = make_queue(line_redis, QUEUE)
+    job = queue.enqueue("worker.jobs.score_frames", {"frames": []}, result_ttl=0)
+    line_redis.lrem(queue.key, 1, job.id)
+    line_redis.zadd(StartedJobRegistry(queue=queue).key, {f"{job.id}:dead-execution": 1})  # expired long ago
+    status = status_json(capsys)
+    assert status["queue"]["started_jobs"] == 1 and status["queue"]["queued_jobs"] == 0
+    assert line_redis.zcard(StartedJobRegistry(queue=queue).key) == 1 and queue.count == 0

@@ -34,10 +34,12 @@ def test_the_line_has_its_services(compose):
 def test_every_lineguard_service_finds_the_same_redis_database_and_artifacts(compose):
     services = compose["services"]
     postgres = services["postgres"]["environment"]
+    redis_command = services["redis"]["command"]
+    redis_password = redis_command[redis_command.index("--requirepass") + 1]
     for name in LINEGUARD_SERVICES:
         environment = services[name]["environment"]
         assert set(ENVIRONMENT_VARIABLES.values()) <= set(environment), name
-        assert environment["REDIS_URL"].startswith("redis://redis:6379/"), name
+        assert environment["REDIS_URL"] == f"redis://:{redis_password}@redis:6379/0", name
         expected_database = (
             f"postgresql+psycopg://{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}@postgres:5432/{postgres['POSTGRES_DB']}"
         )
@@ -81,3 +83,15 @@ def test_the_dockerfile_installs_every_package_and_the_command(compose):
     assert re.search(r"^FROM python:3\.11", dockerfile, flags=re.MULTILINE)
     assert "pip install" in dockerfile
     assert compose["services"]["worker"]["build"] == "."
+
+
+def test_passwords_come_from_the_environment_and_redis_keeps_an_append_only_file(compose):
+    services = compose["services"]
+    command = services["redis"]["command"]
+    secrets = [command[command.index("--requirepass") + 1], services["postgres"]["environment"]["POSTGRES_PASSWORD"]]
+    for secret in secrets:
+        assert secret.startswith("${LINEGUARD_") and ":?" in secret, secret  # required, never written here
+    assert services["redis"]["environment"]["REDISCLI_AUTH"] == secrets[0]  # the health check authenticates
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])

@@ -99,6 +99,7 @@ def test_the_demo_starts_redis_runs_the_line_and_stops_on_sigterm(small_checkpoi
     engine.dispose()
     assert verdicts <= {"good", "defect"}
     assert list((demo_dir / "logs").glob("worker-*.log"))
+    assert list((demo_dir / "appendonlydir").glob("*.aof")), "the demo's Redis keeps an append-only file"
 
 
 def test_without_imagenet_weights_the_demo_takes_a_random_teacher_and_says_so(monkeypatch, tmp_path):

@@ -98,6 +98,8 @@ def lineguard(*argv: str, cap_bytes: int) -> subprocess.CompletedProcess[str]:
 def test_the_ingester_finishes_opens_no_special_file_and_every_taken_file_ends_as_one_row(
     hostile: HostileFolder, sqlite_line_settings: Settings, line_redis: Redis, small_checkpoint: Path  # noqa: F811
 ) -> None:
+    upgraded = lineguard("db", "upgrade", cap_bytes=INGESTER_CAP_BYTES)  # ingesters only check the schema
+    assert upgraded.returncode == 0, upgraded.stderr
     watch = OpenWatch([hostile.folder, hostile.outside])
     probe = FifoReaderProbe(hostile.folder / "x.png")
     try:

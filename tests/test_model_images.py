@@ -10,7 +10,7 @@ from PIL import Image
 
 from model.errors import InvalidImageError
 from model.image_headers import ACCEPTED_FORMATS, read_header
-from model.images import IMAGE_SUFFIXES, MAX_PIXELS, MIN_SIDE, check_size, decode_image, to_input_tensor
+from model.images import IMAGE_SUFFIXES, MAX_PIXELS, MIN_SIDE, check_size, decode_image
 
 
 
@@ -60,15 +60,6 @@ def test_oversized_png_is_refused_from_its_header():
     assert 20_000 * 20_000 > MAX_PIXELS
     with pytest.raises(InvalidImageError, match="exceeds"):
         decode_image(bytes(header), "huge.png")
-
-
-def test_input_tensor_is_resized_and_normalised():
-    images = [np.full((50, 70, 3), 124, np.uint8), np.zeros((300, 200, 3), np.uint8)]
-    batch = to_input_tensor(images, 64)
-    assert batch.shape == (2, 3, 64, 64)
-    # 124/255 is close to ImageNet's red mean, so the first image's red channel is near zero.
-    assert abs(float(batch[0, 0].mean())) < 0.02
-    assert float(batch[1].max()) < 0
 
 
 # --- sizes from the header, before decoding ---

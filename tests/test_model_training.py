@@ -40,8 +40,9 @@ def test_checkpoint_records_recipe_teacher_calibration_and_data(small_checkpoint
     assert payload["recipe"]["image_size"] == 128 and payload["recipe"]["taps"] == ["relu2_2", "relu3_3"]
     assert payload["teacher_source"] == f"file:{teacher_weights.resolve()}"
     assert payload["random_teacher"] is False
-    assert payload["training_data"]["n_images"] == 12
-    assert payload["training_data"]["n_train"] + payload["training_data"]["n_validation"] == 12
+    assert payload["recipe"]["input_shape"] == [128, 128]
+    assert payload["training_data"]["n_images"] == 24
+    assert (payload["training_data"]["n_train"], payload["training_data"]["n_calibration"]) == (14, 10)
     assert payload["calibration"]["false_reject_rate"] == 0.01
     assert set(payload["library_versions"]) >= {"torch", "torchvision", "numpy"}
 
@@ -66,9 +67,11 @@ def test_bf16_scores_rank_like_fp32(small_checkpoint, synthetic_category):
 def test_evaluation_writes_metrics_and_pictures(small_model, synthetic_category, tmp_path):
     figures = evaluate(small_model, synthetic_category, tmp_path / "report", progress=False)
     written = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert set(written) == {"image_auroc", "pixel_auroc", "aupro", "image_f1_max", "n_good", "n_defective", "seconds"}
+    assert set(written) == {
+        "image_auroc", "pixel_auroc", "aupro", "image_f1_max", "false_reject_rate", "defect_recall", "n_good", "n_defective", "seconds"
+    }
     assert written == figures
-    for key in ("image_auroc", "pixel_auroc", "aupro", "image_f1_max"):
+    for key in ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "false_reject_rate", "defect_recall"):
         assert isinstance(written[key], float) and 0.0 <= written[key] <= 1.0
     assert (written["n_good"], written["n_defective"]) == (4, 6)
     assert written["pixel_auroc"] > 0.8
@@ -108,7 +111,7 @@ def test_training_skips_unreadable_files_and_records_them(tmp_path, synthetic_ca
     (folder / "notes.txt").write_text("not an image")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     recipe = Recipe(image_size=64, student_width=0.125, taps=["relu2_2"])
-    settings = TrainingSettings(epochs=1, batch_size=4, augment_views=1, device="cpu")
+    settings = TrainingSettings(steps=1, batch_size=4, device="cpu")
     train(folder, tmp_path / "m.pt", recipe, settings, str(teacher_weights), progress=False)
     payload = read_checkpoint(tmp_path / "m.pt")
     assert sorted(payload["training_data"]["skipped_files"]) == ["broken.png", "notes.txt"]
@@ -118,13 +121,13 @@ def test_training_skips_unreadable_files_and_records_them(tmp_path, synthetic_ca
 
 def test_random_teacher_is_marked_in_the_checkpoint(tmp_path, synthetic_category):
     recipe = Recipe(image_size=64, student_width=0.125, taps=["relu2_2"])
-    settings = TrainingSettings(epochs=1, batch_size=4, augment_views=1, device="cpu")
+    settings = TrainingSettings(steps=1, batch_size=4, device="cpu")
     train(synthetic_category, tmp_path / "r.pt", recipe, settings, "random", progress=False)
     model = load_checkpoint(tmp_path / "r.pt", device="cpu")
     assert model.random_teacher and read_checkpoint(tmp_path / "r.pt")["random_teacher"] is True
 
 
-@pytest.mark.parametrize("count", [0, 3])
+@pytest.mark.parametrize("count", [0, 13])
 def test_too_few_images_is_a_clear_error(tmp_path, synthetic_category, count):
     import shutil
 
@@ -132,6 +135,68 @@ def test_too_few_images_is_a_clear_error(tmp_path, synthetic_category, count):
     folder.mkdir()
     for path in list_images(synthetic_category / "train" / "good")[:count]:
         shutil.copy(path, folder)
-    with pytest.raises(DatasetError, match="at least 4 good images"):
-        train(folder, tmp_path / "m.pt", Recipe(), TrainingSettings(epochs=1, device="cpu"), "random", progress=False)
+    with pytest.raises(DatasetError, match="needs at least 14: 10 held out to calibrate"):
+        train(folder, tmp_path / "m.pt", Recipe(), TrainingSettings(steps=1, device="cpu"), "random", progress=False)
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_calibration_scores_are_those_of_the_scoring_path(small_checkpoint, synthetic_category):
+    """The threshold is set from exactly the scores the worker would give the held-out images."""
+    from model.training import CALIBRATION_BATCH
+
+    data = read_checkpoint(small_checkpoint)["training_data"]
+    model = load_checkpoint(small_checkpoint, device="cpu", precision=data["precision"])
+    paths = [synthetic_category / "train" / "good" / name for name in data["calibration_images"]]
+    scores = []
+    for start in range(0, len(paths), CALIBRATION_BATCH):
+        scores += [r.raw_score for r in model.score_images([read_image(p) for p in paths[start : start + CALIBRATION_BATCH]])]
+    assert scores == pytest.approx(data["calibration_scores"], rel=1e-6)
+    assert model.calibration.n_images == len(paths) == 10
+
+
+def test_calibration_images_are_never_trained_on(small_checkpoint):
+    data = read_checkpoint(small_checkpoint)["training_data"]
+    assert len(set(data["calibration_images"])) == data["n_calibration"] == 10
+    assert data["n_train"] + data["n_calibration"] == data["n_images"]
+
+
+def test_a_round_of_teacher_features_is_bounded_by_its_memory_not_by_the_data():
+    from model.scoring import TeacherStudent
+    from model.training import views_per_round
+
+    network = TeacherStudent(Recipe(input_shape=(256, 256)))
+    bytes_per_view = 2 * (128 * 128 * 128 + 256 * 64 * 64 + 512 * 32 * 32)
+    settings = TrainingSettings(steps=10_000, batch_size=8, feature_memory_mb=512, feature_reuse=4)
+    assert views_per_round(network, settings) == 512 * 2**20 // bytes_per_view
+    # A short budget needs fewer views than memory allows; no reuse needs one batch at a time.
+    assert views_per_round(network, settings.model_copy(update={"steps": 10})) == 20
+    assert views_per_round(network, settings.model_copy(update={"feature_reuse": 1})) == 8
+
+
+def test_a_small_defect_on_a_long_strip_is_found(tmp_path, teacher_weights):
+    """A 2000x500 strip keeps its shape (input 128x512, not a squashed square) and a pit of 24 px
+    across, 0.05% of the image, is found where it is."""
+    import cv2
+
+    from model.synthetic import STRIP_SHAPE, good_strip
+
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "strips"
+    folder.mkdir()
+    for index in range(24):
+        cv2.imwrite(str(folder / f"{index:02d}.png"), cv2.cvtColor(good_strip(STRIP_SHAPE, rng), cv2.COLOR_RGB2BGR))
+    recipe = Recipe(image_size=256, student_width=0.25, taps=["relu2_2", "relu3_3"])
+    settings = TrainingSettings(steps=80, batch_size=4, device="cpu", seed=0)
+    train(folder, tmp_path / "strip.pt", recipe, settings, str(teacher_weights), progress=False)
+    model = load_checkpoint(tmp_path / "strip.pt", device="cpu")
+    assert model.recipe.input_shape == (128, 512)
+
+    good = [good_strip(STRIP_SHAPE, rng) for _ in range(4)]
+    defective = good_strip(STRIP_SHAPE, rng)
+    centre = (730, 160)  # (x, y), between two mounting holes
+    cv2.circle(defective, centre, 12, (40, 40, 40), -1)
+    results = model.score_images(good + [defective])
+    assert results[-1].anomaly_map.shape == STRIP_SHAPE
+    assert results[-1].raw_score > max(r.raw_score for r in results[:-1])
+    peak_y, peak_x = np.unravel_index(np.argmax(results[-1].anomaly_map), STRIP_SHAPE)
+    assert np.hypot(peak_x - centre[0], peak_y - centre[1]) < 40

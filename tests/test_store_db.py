@@ -24,7 +24,7 @@ from store import (
 )
 from store.schema import Base
 
-TABLES = {"inspections", "models", "line_models", "reviews", "source_events", "ingested_files"}
+TABLES = {"inspections", "models", "line_models", "reviews", "source_events", "ingested_files", "stream_frames"}
 
 
 def test_database_url_prefers_explicit_then_environment_then_default(monkeypatch: pytest.MonkeyPatch) -> None:

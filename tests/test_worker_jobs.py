@@ -30,7 +30,7 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import Engine
 from store_fixtures import db_url, postgres_run_database, store_engine  # noqa: F401 - fixtures
 
-from ingest.publisher import frame_key, make_queue
+from wire.protocol import frame_key, make_queue
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.images import MIN_SIDE
 from store.artifacts import FileArtifactStore
@@ -124,9 +124,12 @@ def test_bad_frames_become_error_rows_and_the_rest_of_the_batch_is_scored(line_r
     }
     frames = [make_frame(data, origin) for origin, data in files.items()]
     publish(line_redis, frames, batch_size=len(frames))
-    line_redis.delete(frame_key(frames[-1].frame_id))  # its TTL ran out before a worker took it
+    # Its TTL ran out before a worker took it: the bytes are gone and the job says they expired.
+    line_redis.delete(frame_key(frames[-1].frame_id))
+    payload = queued_payloads(line_redis)[0]
+    payload["frames"][-1]["expires_at"] = payload["frames"][-1]["enqueued_at"]
 
-    outcome = score_batch(make_context(line_redis, sqlite_engine, tmp_path), queued_payloads(line_redis)[0])
+    outcome = score_batch(make_context(line_redis, sqlite_engine, tmp_path), payload)
 
     rows = rows_by_origin(sqlite_engine, frames)
     assert set(rows) == set(files)
@@ -169,6 +172,20 @@ def test_a_tiny_frame_a_bomb_and_a_foreign_format_get_error_rows_not_verdicts(li
     for origin in ("one-pixel", "thin", "bomb", "gif"):
         assert rows[origin]["verdict"] == "error" and rows[origin]["score"] is None
     assert (outcome.scored, outcome.errors) == (1, 4)
+
+
+def test_bytes_lost_with_redis_before_their_expiry_get_no_error_row(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    """A frame is not bad because Redis forgot it: no row, so its source's ledger sends it again."""
+    register_checkpoint(sqlite_engine, small_checkpoint)
+    rng = np.random.default_rng(8)
+    frames = [make_frame(png(make_part(rng, False)), origin) for origin in ("kept", "forgotten")]
+    publish(line_redis, frames, batch_size=2)
+    line_redis.delete(frame_key(frames[1].frame_id))  # long before its one-hour TTL
+
+    outcome = score_batch(make_context(line_redis, sqlite_engine, tmp_path), queued_payloads(line_redis)[0])
+
+    assert set(rows_by_origin(sqlite_engine, frames)) == {"kept"}
+    assert (outcome.scored, outcome.errors, outcome.lost_with_redis) == (1, 0, 1)
 
 
 def test_a_line_without_an_active_model_gets_error_rows_not_a_crash(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811

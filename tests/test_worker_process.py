@@ -25,7 +25,7 @@ from rq import SimpleWorker
 from rq.registry import StartedJobRegistry
 from store_fixtures import db_url, postgres_run_database  # noqa: F401 - fixtures
 
-from ingest.publisher import FRAME_KEY_PREFIX, make_queue
+from wire.protocol import FRAME_KEY_PREFIX, make_queue
 from lineguard.cli import main
 from store.db import make_engine
 from store.records import inspections_frame

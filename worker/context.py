@@ -14,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis import Redis
 from sqlalchemy import Engine
 
 from store.artifacts import ArtifactStore
+from store.db import is_database_outage
+from wire.connections import OutageWaiter, is_redis_outage
 from worker.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GOOD_SAMPLE_EVERY
 from worker.errors import NoWorkerContextError
 from worker.model_cache import ModelCache
@@ -37,6 +39,8 @@ class WorkerContext:
         name: this worker's name, recorded in every row it writes.
         batch_size: most frames scored in one forward pass; a job's frames are split to fit.
         good_sample_every: keep pictures of one good frame in this many (0: none).
+        redis_waiter, database_waiter: wait out outages of Redis and the database (the worker
+            process passes its own, which stop waiting when the worker is asked to stop).
     """
 
     redis: Redis
@@ -46,6 +50,8 @@ class WorkerContext:
     name: str
     batch_size: int = DEFAULT_BATCH_SIZE
     good_sample_every: int = DEFAULT_GOOD_SAMPLE_EVERY
+    redis_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("Redis", is_redis_outage))
+    database_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("the database", is_database_outage))
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -2,7 +2,8 @@
 
 `score_frames` is what the publisher enqueues (``worker.jobs.score_frames``). For a batch it
 1. fetches every frame's bytes from Redis in one round trip;
-2. decodes them; a frame that cannot be decoded, or whose bytes expired, gets an error row;
+2. decodes them; a frame that cannot be decoded, or whose bytes expired, gets an error row (bytes
+   missing before their expiry were lost with Redis: no row, the source's ledger recovers them);
 3. groups the rest by the active model of their line (a line without one: error rows) and scores
    each group in forward passes of at most the worker's batch size;
 4. writes the image and heatmap of flagged frames (and of a sample of good ones) as artifacts;
@@ -11,6 +12,10 @@
 Delivery is at least once: a batch may run again after a worker died. Rows are upserted by frame
 id, artifacts are keyed by frame id, and a frame whose bytes are gone because an earlier run of
 the batch recorded it is skipped rather than overwritten with an "expired" error.
+
+Redis and the database being away is not the batch's fault: every step that needs them is retried
+in place until they are back (the context's outage waiters), so the batch is kept and no retry of
+the job is spent on an outage.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from model.images import decode_image
 from model.scoring import InspectionModel
 from store.records import InspectionRecord, recorded_frame_ids, write_inspections
 from store.schema import ERROR_VERDICT, FLAGGED_VERDICT, Inspection
+from wire.protocol import FrameEntry, InvalidPayloadError, payload_entries
 from worker.context import WorkerContext, current_context
 from worker.errors import WorkerError
 from worker.evidence import evidence_keys, keeps_good_sample, save_evidence
@@ -43,26 +49,6 @@ EXPIRED_REASON = "frame bytes expired"
 _IDENTITY_FIELDS = {name: Inspection.__table__.c[name].type.length for name in ("frame_id", "line", "camera")}
 
 
-@dataclass(frozen=True)
-class QueuedFrame:
-    """One frame as a job describes it (see ingest.publisher for the protocol)."""
-
-    frame_id: str
-    line: str
-    camera: str
-    source: str
-    origin: str | None
-    key: str
-    captured_at: datetime
-    enqueued_at: datetime
-
-    @property
-    def label(self) -> str:
-        """How error messages name this frame."""
-        where = f"{self.origin} of {self.source}" if self.origin else self.source
-        return f"frame {self.frame_id} ({where})"
-
-
 @dataclass
 class BatchOutcome:
     """What became of a job's frames; the job's (JSON) return value."""
@@ -73,12 +59,13 @@ class BatchOutcome:
     errors: int = 0
     already_recorded: int = 0
     unrecordable: int = 0
+    lost_with_redis: int = 0
 
 
 def score_frames(payload: dict[str, Any]) -> dict[str, int]:
     """rq job function: score the frames of `payload` with the running worker's context.
 
-    `payload` is ``{"frames": [metadata, ...]}`` as the publisher enqueues it. Returns the counts
+    `payload` is ``{"frames": [entry, ...]}`` as `wire.protocol` encodes it. Returns the counts
     of `BatchOutcome`. Runs only inside a lineguard worker process (see worker.context).
     """
     return vars(score_batch(current_context(), payload))
@@ -88,11 +75,11 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
     """Score a job's frames and record one row per frame; see the module docstring for the steps.
 
     Bad frames become error rows; a malformed payload (not ``{"frames": [...]}``) raises
-    TypeError, and database or Redis failures propagate so that rq retries the job.
+    InvalidPayloadError. Redis and database outages are waited out; other failures propagate.
     """
     started_at = datetime.now(UTC)
     clock = time.monotonic()
-    entries = _payload_entries(payload)
+    entries = payload_entries(payload)
     outcome = BatchOutcome(frames=len(entries))
     records: list[InspectionRecord] = []
     frames = _read_metadata(context, entries, started_at, records, outcome)
@@ -101,31 +88,33 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
         for start in range(0, len(group), context.batch_size):
             records += _score_group(context, model, group[start : start + context.batch_size], started_at)
 
-    write_inspections(context.engine, records)
+    context.database_waiter.call(lambda: write_inspections(context.engine, records), f"writing {len(records)} rows")
     if frames:
-        context.redis.delete(*(frame.key for frame in frames))
+        context.redis_waiter.call(lambda: context.redis.delete(*(frame.key for frame in frames)), "deleting frame bytes")
     outcome.errors = sum(record.verdict == ERROR_VERDICT for record in records)
     outcome.flagged = sum(record.verdict == FLAGGED_VERDICT for record in records)
     outcome.scored = len(records) - outcome.errors
     # A job whose frames were all scored together with another job's has nothing to tell.
     logger.log(
         logging.DEBUG if outcome.already_recorded == outcome.frames else logging.INFO,
-        "%d frames: %d scored (%d flagged), %d errors, %d already recorded, in %.2f s",
+        "%d frames: %d scored (%d flagged), %d errors, %d already recorded, %d lost with Redis, in %.2f s",
         outcome.frames, outcome.scored, outcome.flagged, outcome.errors, outcome.already_recorded,
-        time.monotonic() - clock,
+        outcome.lost_with_redis, time.monotonic() - clock,
     )
     return outcome
 
 
 def _read_metadata(
     context: WorkerContext, entries: list[Any], started_at: datetime, records: list[InspectionRecord], outcome: BatchOutcome
-) -> list[QueuedFrame]:
+) -> list[FrameEntry]:
     """The job's frames; an entry with unusable metadata gets an error row in `records` when it can."""
     frames = []
     for entry in entries:
         try:
-            frames.append(_queued_frame(entry))
-        except (ValueError, TypeError) as error:
+            if not _has_identity(entry):
+                raise InvalidPayloadError(f"frame entry lacks a frame_id, line or camera the store can hold: {entry!r}")
+            frames.append(FrameEntry.from_json(entry))
+        except InvalidPayloadError as error:
             record = _metadata_error_record(entry, error, started_at, context.name)
             if record is None:
                 outcome.unrecordable += 1
@@ -137,20 +126,28 @@ def _read_metadata(
 
 def _fetch_and_decode(
     context: WorkerContext,
-    frames: list[QueuedFrame],
+    frames: list[FrameEntry],
     started_at: datetime,
     records: list[InspectionRecord],
     outcome: BatchOutcome,
-) -> dict[str, list[tuple[QueuedFrame, np.ndarray]]]:
-    """Decoded frames by line, their bytes fetched in one round trip; frames whose bytes are gone
-    or do not decode get error rows in `records` (or, when already recorded, are counted in `outcome`)."""
-    blobs = context.redis.mget([frame.key for frame in frames]) if frames else []
-    recorded_before = recorded_frame_ids(context.engine, [frame.frame_id for frame, blob in zip(frames, blobs) if blob is None])
-    images_by_line: dict[str, list[tuple[QueuedFrame, np.ndarray]]] = {}
+) -> dict[str, list[tuple[FrameEntry, np.ndarray]]]:
+    """Decoded frames by line, their bytes fetched in one round trip; frames whose bytes expired
+    or do not decode get error rows in `records`; frames already recorded, or whose bytes Redis
+    lost before their expiry, are only counted in `outcome`."""
+    keys = [frame.key for frame in frames]
+    blobs = context.redis_waiter.call(lambda: context.redis.mget(keys), "fetching frame bytes") if frames else []
+    gone = [frame.frame_id for frame, blob in zip(frames, blobs) if blob is None]
+    recorded_before = context.database_waiter.call(lambda: recorded_frame_ids(context.engine, gone), "looking for rows")
+    images_by_line: dict[str, list[tuple[FrameEntry, np.ndarray]]] = {}
     for frame, blob in zip(frames, blobs):
         if blob is None:
             if frame.frame_id in recorded_before:
                 outcome.already_recorded += 1  # an earlier run of this job wrote it, then deleted the bytes
+            elif not frame.expired(started_at):
+                # Not expired, not recorded: Redis lost it. Not the frame's fault, so no error row;
+                # its source's ledger publishes it again (a folder) or counts it lost (a stream).
+                outcome.lost_with_redis += 1
+                logger.warning("%s: its bytes are gone from Redis before their expiry; left to its source's ledger", frame.label)
             else:
                 reason = f"{EXPIRED_REASON}: {frame.key} was no longer in Redis when a worker took the frame"
                 records.append(_error_record(frame, reason, started_at, context.name))
@@ -167,18 +164,18 @@ def _fetch_and_decode(
 
 def _group_by_model(
     context: WorkerContext,
-    images_by_line: dict[str, list[tuple[QueuedFrame, np.ndarray]]],
+    images_by_line: dict[str, list[tuple[FrameEntry, np.ndarray]]],
     started_at: datetime,
     records: list[InspectionRecord],
-) -> list[tuple[InspectionModel, list[tuple[QueuedFrame, np.ndarray]]]]:
+) -> list[tuple[InspectionModel, list[tuple[FrameEntry, np.ndarray]]]]:
     """Frames grouped by the model of their line, so lines sharing a model share forward passes.
 
     Frames of a line whose model is missing or unloadable get error rows, appended to `records`.
     """
-    groups: dict[str, tuple[InspectionModel, list[tuple[QueuedFrame, np.ndarray]]]] = {}
+    groups: dict[str, tuple[InspectionModel, list[tuple[FrameEntry, np.ndarray]]]] = {}
     for line, items in images_by_line.items():
         try:
-            model = context.models.model_for_line(line)
+            model = context.database_waiter.call(lambda line=line: context.models.model_for_line(line), "reading the active models")
         except WorkerError as error:
             records += [_error_record(frame, str(error), started_at, context.name) for frame, _ in items]
             continue
@@ -189,7 +186,7 @@ def _group_by_model(
 def _score_group(
     context: WorkerContext,
     model: InspectionModel,
-    group: Sequence[tuple[QueuedFrame, np.ndarray]],
+    group: Sequence[tuple[FrameEntry, np.ndarray]],
     started_at: datetime,
 ) -> list[InspectionRecord]:
     """Score `group` in one forward pass and keep the pictures the rows will point to."""
@@ -218,46 +215,7 @@ def _score_group(
     return records
 
 
-def _payload_entries(payload: Any) -> list[Any]:
-    frames = payload.get("frames") if isinstance(payload, dict) else None
-    if not isinstance(frames, list):
-        raise TypeError(f"job payload must be {{'frames': [frame metadata, ...]}}, got {str(payload)[:200]}")
-    return frames
-
-
-def _queued_frame(entry: Any) -> QueuedFrame:
-    """An entry of a job's frame list, checked; ValueError or TypeError saying what is wrong."""
-    if not isinstance(entry, dict):
-        raise TypeError(f"frame metadata must be an object, got {type(entry).__name__}")
-    texts = {}
-    for name in ("frame_id", "line", "camera", "source", "key"):
-        value = entry.get(name)
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"frame metadata needs a non-empty string {name!r}, got {value!r}")
-        texts[name] = value
-    if not _has_identity(entry):
-        raise ValueError(f"frame metadata has a frame_id, line or camera longer than the store holds: {entry!r}")
-    origin = entry.get("origin")
-    return QueuedFrame(
-        **texts,
-        origin=origin if isinstance(origin, str) else None,
-        captured_at=_aware_time(entry, "captured_at"),
-        enqueued_at=_aware_time(entry, "enqueued_at"),
-    )
-
-
-def _aware_time(entry: dict[str, Any], name: str) -> datetime:
-    value = entry.get(name)
-    try:
-        moment = datetime.fromisoformat(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"frame metadata {name!r} must be an ISO 8601 time, got {value!r}") from None
-    if moment.tzinfo is None:
-        raise ValueError(f"frame metadata {name!r} has no timezone: {value!r}")
-    return moment
-
-
-def _frame_record(frame: QueuedFrame, started_at: datetime, worker: str, **outcome: Any) -> InspectionRecord:
+def _frame_record(frame: FrameEntry, started_at: datetime, worker: str, **outcome: Any) -> InspectionRecord:
     """The row of `frame`: its identity and times, and the `outcome` fields (verdict, scores or error).
     InspectionRecord rejects an unknown field, so a misspelt outcome cannot pass silently."""
     return InspectionRecord(
@@ -270,11 +228,12 @@ def _frame_record(frame: QueuedFrame, started_at: datetime, worker: str, **outco
         started_at=started_at,
         finished_at=datetime.now(UTC),
         worker=worker,
+        origin=frame.findable_origin,
         **outcome,
     )
 
 
-def _error_record(frame: QueuedFrame, reason: str, started_at: datetime, worker: str) -> InspectionRecord:
+def _error_record(frame: FrameEntry, reason: str, started_at: datetime, worker: str) -> InspectionRecord:
     return _frame_record(frame, started_at, worker, verdict=ERROR_VERDICT, error=reason)
 
 

@@ -18,7 +18,7 @@ from dashboard.health import QueueHealth
 from dashboard.queries import LineModelInfo, inspections_export
 from dashboard.settings import DashboardSettings
 from dashboard.windows import WINDOWS, Window, floor_time, window_by_key
-from store import InspectionFilter
+from store import InspectionFilter, LostFrames
 
 #: Background of a table row whose rate crossed the alarm level.
 ALARM_ROW_STYLE = "background-color: rgba(255, 75, 75, 0.25)"
@@ -103,9 +103,16 @@ def trend_charts(points: pd.DataFrame, alarm_rate: float) -> None:
         )
 
 
-def queue_panel(health: QueueHealth) -> None:
-    """Queue depth, drops and workers alive; a warning instead when Redis cannot be read."""
+def queue_panel(health: QueueHealth, lost: list[LostFrames]) -> None:
+    """Queue depth, drops, frames lost with Redis (from the store) and workers alive; a warning
+    instead of the Redis figures when Redis cannot be read."""
     st.subheader("Queue and workers")
+    if lost:
+        st.warning(
+            "Frames lost with Redis (sent, then gone from the queue without a row): "
+            + ", ".join(f"{each.line} / {each.camera}: {each.lost:,}" for each in lost),
+            icon=":material/report:",
+        )
     if health.error is not None:
         st.warning(f"Redis cannot be read, so queue figures are missing: {health.error}")
         return
@@ -116,7 +123,7 @@ def queue_panel(health: QueueHealth) -> None:
     failed.metric("Jobs failed", health.failed_jobs)
     published.metric("Frames published", f"{health.published:,}")
     dropped.metric("Frames dropped", f"{health.dropped:,}", help=f"{components.percent(dropped_share)} of all frames offered")
-    workers.metric("Workers alive", len(health.workers))
+    workers.metric("Workers alive", sum(worker.alive for worker in health.workers), help="heartbeat within the last minute")
     streams_column, workers_column = st.columns(2)
     if health.streams:
         streams_column.dataframe(pd.DataFrame([asdict(stream) for stream in health.streams]), hide_index=True)
@@ -185,7 +192,7 @@ def live_figures(settings: DashboardSettings, window: Window, per_camera: bool, 
         line_tiles(per_line, line_alarms, line_models, window)
         figures_table(per_stream, stream_alarms, line_models)
         trend_charts(figures.trend(buckets, window.bucket_seconds, per_camera), alarm_rate)
-    queue_panel(sources.health(settings.services.redis_url, settings.services.queue_name))
+    queue_panel(sources.health(settings.services.redis_url, settings.services.queue_name), sources.lost_frames(database_url))
     models_panel(list(line_models.values()))
 
 

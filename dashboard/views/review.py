@@ -306,6 +306,7 @@ def detail_view(view: QueueView, part: StoredInspection, artifacts_url: str, zon
         "model": f"{record.model_version or '-'}{' (' + components.RANDOM_TEACHER_MARK + ')' if record.random_teacher else ''}",
         "line / camera": f"{record.line} / {record.camera}",
         "source": record.source,
+        "origin": record.origin or "-",
         "frame": record.frame_id,
         "captured": components.local_time(record.captured_at, zone),
         "queued": components.local_time(record.enqueued_at, zone),

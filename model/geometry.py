@@ -1,0 +1,84 @@
+"""How an image of any shape becomes the network's input, and how a map goes back to the image.
+
+A model has one input shape, chosen at training time from the training images: about
+`image_size`² pixels in their (median) aspect ratio, each side a multiple of the network's stride.
+So a square part is seen at image_size x image_size, a 2000x500 strip at 512x128, both at the same
+cost, and a batch of frames from one camera is one tensor. An image of another aspect ratio is
+scaled to fit inside the input and the rest is filled by reflection; that filling is cut off the
+map again, so it never counts in a score.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import median
+
+import cv2
+import numpy as np
+import torch
+
+# The ImageNet teacher's input normalisation: its weights fix it, so it is not a recipe choice.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Short sides below this many strides leave too few positions at the deepest tap to compare.
+MIN_STRIDES_PER_SIDE = 4
+
+
+@dataclass(frozen=True)
+class FittedImage:
+    """An image scaled into the input: `pixels` is (height, width, 3) uint8 at the input shape;
+    the image itself occupies its top-left `content_height` x `content_width` pixels."""
+
+    pixels: np.ndarray
+    content_height: int
+    content_width: int
+
+
+def input_shape_for(image_shapes: list[tuple[int, int]], image_size: int, stride: int) -> tuple[int, int]:
+    """(height, width) of the network input for images of `image_shapes` (height, width each):
+    about image_size² pixels at their median aspect ratio, each side a multiple of `stride`."""
+    if not image_shapes:
+        raise ValueError("an input shape needs at least one image shape")
+    aspect = median(width / height for height, width in image_shapes)
+    height = image_size / math.sqrt(aspect)
+    width = image_size * math.sqrt(aspect)
+    smallest = MIN_STRIDES_PER_SIDE * stride
+
+    def to_stride(side: float) -> int:
+        return max(smallest, int(round(side / stride)) * stride)
+
+    return to_stride(height), to_stride(width)
+
+
+def fit_image(image: np.ndarray, height: int, width: int) -> FittedImage:
+    """(H,W,3) uint8 -> the image scaled to fit inside height x width, aspect ratio kept,
+    the remainder (right and bottom) filled by reflecting the image."""
+    source_height, source_width = image.shape[:2]
+    scale = min(height / source_height, width / source_width)
+    content_height = min(height, max(1, int(round(source_height * scale))))
+    content_width = min(width, max(1, int(round(source_width * scale))))
+    shrinking = content_height < source_height
+    resized = cv2.resize(
+        image, (content_width, content_height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
+    pad_bottom, pad_right = height - content_height, width - content_width
+    if pad_bottom or pad_right:
+        # BORDER_REFLECT_101 needs content wider than the pad; BORDER_REPLICATE covers slivers.
+        border = cv2.BORDER_REFLECT_101 if pad_bottom < content_height and pad_right < content_width else cv2.BORDER_REPLICATE
+        resized = cv2.copyMakeBorder(resized, 0, pad_bottom, 0, pad_right, border)
+    return FittedImage(np.ascontiguousarray(resized), content_height, content_width)
+
+
+def to_network_input(pixels: list[np.ndarray]) -> torch.Tensor:
+    """Equal-shape (h,w,3) uint8 RGB arrays -> (B,3,h,w) float32, normalised for the teacher."""
+    batch = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+def map_to_image(anomaly_map: np.ndarray, fitted: FittedImage, image_height: int, image_width: int) -> np.ndarray:
+    """(h,w) map over the input -> (image_height, image_width) map over the original image."""
+    content = anomaly_map[: fitted.content_height, : fitted.content_width]
+    return cv2.resize(np.ascontiguousarray(content), (image_width, image_height), interpolation=cv2.INTER_LINEAR)

@@ -1,0 +1,337 @@
+"""`LeasedWorker`: rq's non-forking worker with leases, retries for dead workers' jobs, batching
+across jobs, a refusal of every job that is not ours, and a work loop that waits out outages.
+
+rq's own loop quits on the first Redis error it does not expect, and its job handling spends a
+job's retries on any exception, so this class runs its own loop around rq's pieces (which is why
+the `rq` requirement is pinned to the minor version whose internals it uses):
+
+- **Only our job runs.** `execute_job` checks the job against `wire.protocol` before rq resolves
+  anything a job names; any other job is deleted, logged and counted, and the worker goes on.
+- **Leases.** Each taken job is leased for `lease_s` and renewed from a heartbeat thread while it
+  runs, so a dead worker's jobs go back to the queue within about three leases (expiry, the next
+  registry cleanup, a worker waking); each job gets `max_retries` retries at its first start, so
+  that cleanup requeues rather than fails it.
+- **Batching.** A worker that falls behind takes the waiting jobs that fit in `batch_size` frames
+  and scores their frames in one forward pass; each job is leased and started first, so a worker
+  dying meanwhile leaves every one of them to be retried.
+- **Outages.** A Redis outage anywhere in the loop, and Redis or database outages inside a job,
+  are waited out (`wire.connections.OutageWaiter`) with the batch kept, so no retry is spent on them.
+  Each heartbeat re-adds the worker to rq's registrations (a restarted Redis forgot them). After an
+  outage the worker skips rq's registry cleanup for one lease, so that workers still holding jobs
+  renew their leases before anyone takes those jobs for abandoned.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from redis.client import Pipeline
+from rq import Queue, SimpleWorker, worker_registration
+from rq.exceptions import DequeueTimeout, StopRequested
+from rq.executions import Execution
+from rq.job import Job
+from rq.utils import now
+from rq.worker import WorkerStatus
+
+from wire.connections import OutageInterrupted, OutageWaiter, is_redis_outage
+from wire.protocol import count_refused_job, foreign_job_reason, job_frame_entries, shown_function_name
+from worker.context import current_context
+from worker.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LEASE_S,
+    DEFAULT_MAX_RETRIES,
+    HEARTBEATS_PER_LEASE,
+    WORKER_TTL_MARGIN_S,
+)
+from worker.jobs import score_batch
+
+logger = logging.getLogger(__name__)
+
+
+class LeasedWorker(SimpleWorker):
+    """A SimpleWorker that runs only scoring jobs, leases them, scores waiting jobs together and
+    waits out outages; see the module docstring."""
+
+    def __init__(
+        self,
+        *args: object,
+        lease_s: int = DEFAULT_LEASE_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        **kwargs: object,
+    ) -> None:
+        """Arguments as for rq's SimpleWorker, plus the lease, the retries granted to each job and
+        the most frames scored together."""
+        kwargs.setdefault("worker_ttl", lease_s + WORKER_TTL_MARGIN_S)
+        kwargs.setdefault("maintenance_interval", lease_s)
+        kwargs.setdefault("job_monitoring_interval", lease_s)
+        super().__init__(*args, **kwargs)
+        self.lease_s = lease_s
+        self.max_retries = max_retries
+        self.batch_size = batch_size
+        self.redis_waiter = OutageWaiter(
+            "Redis", is_redis_outage, should_stop=lambda: self._stop_requested, on_recovered=self._pause_cleanup
+        )
+        """Waits out Redis outages for the loop and for the jobs (the worker context shares it)."""
+        self.refused_jobs = 0
+        """Jobs this worker refused to run."""
+        self._cleanup_paused_until = 0.0
+
+    # --- the work loop ---
+
+    def work(self, burst: bool = False, logging_level: str | None = None) -> bool:  # type: ignore[override]
+        """Take and run jobs until stopped (SIGINT/SIGTERM) or, with `burst`, until the queue is
+        empty; Redis outages are waited out. Returns whether any job was run."""
+        self.redis_waiter.call(lambda: self.bootstrap(logging_level), "registering the worker")
+        self._install_signal_handlers()
+        worked = False
+        try:
+            while not self._stop_requested:
+                try:
+                    taken = self._next_job(burst)
+                    if taken is None:
+                        break
+                    self.execute_job(*taken)
+                    worked = True
+                except OutageInterrupted:
+                    break
+                except Exception as error:
+                    if not is_redis_outage(error):
+                        raise
+                    self.redis_waiter.failed(error, "waiting for jobs")
+                    self.redis_waiter.call(self.heartbeat, "rejoining the queue")
+        except StopRequested:
+            pass
+        finally:
+            self._teardown()
+        return worked
+
+    def _next_job(self, burst: bool) -> tuple[Job, Queue] | None:
+        """The next job and its queue; None in burst mode once the queue is empty."""
+        self.set_state(WorkerStatus.IDLE)
+        while True:
+            self.heartbeat()
+            self.check_for_suspension(burst)
+            if self.should_run_maintenance_tasks and time.monotonic() >= self._cleanup_paused_until:
+                self.run_maintenance_tasks()
+            try:
+                return self.queue_class.dequeue_any(
+                    self._ordered_queues, None if burst else self.dequeue_timeout, connection=self.connection,
+                    job_class=self.job_class, serializer=self.serializer, death_penalty_class=self.death_penalty_class,
+                )
+            except DequeueTimeout:
+                continue
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether the worker was asked to stop (it finishes or hands back its batch first)."""
+        return self._stop_requested
+
+    def _pause_cleanup(self) -> None:
+        # After an outage, give workers still holding jobs one lease to renew them.
+        self._cleanup_paused_until = time.monotonic() + self.lease_s
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """rq's heartbeat, and the worker's registration again: a Redis that restarted empty forgot it."""
+        super().heartbeat(timeout, pipeline)
+        if self.birth_date is None:
+            return  # not registered yet
+        connection = pipeline if pipeline is not None else self.connection
+        connection.hset(self.key, mapping={**self.serialize(), "state": self._state})
+        worker_registration.register(self, connection)
+
+    def _shutdown(self) -> None:
+        """rq's warm shutdown without its Redis write: this runs in a signal handler, and Redis may be away."""
+        if self.get_state() == WorkerStatus.BUSY:
+            self._stop_requested = True
+        else:
+            raise StopRequested()
+
+    def _teardown(self) -> None:
+        try:
+            self.teardown()
+        except Exception as error:
+            if not is_redis_outage(error):
+                raise
+            logger.warning("could not unregister worker %s from Redis (%s); its registration expires by itself", self.name, error)
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """The lease: how long a started job stays this worker's without a heartbeat."""
+        return self.lease_s
+
+    # --- running jobs ---
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run scoring job `job`, and the waiting jobs that fit beside it, here (no fork), their
+        leases renewed until they end; refuse a job that is not ours."""
+        reason = foreign_job_reason(job)
+        if reason is not None:
+            self._refuse(job, queue, reason)
+            return
+        joined, left_over = self._take_waiting_jobs(job, queue)
+        running: dict[str, tuple[Job, Execution]] = {}
+        for each in (job, *joined, *left_over):
+            running[each.id] = (each, self.redis_waiter.call(lambda each=each: self._start(each, queue), "starting a job"))
+        with self._leases_renewed(running):
+            try:
+                for group in ([job, *joined], *([each] for each in left_over)):
+                    self._score(group, queue, running)
+            except OutageInterrupted:
+                self._hand_back([each for each, _ in running.values()], queue, running)
+                raise
+        self.set_state(WorkerStatus.IDLE)
+
+    def _start(self, job: Job, queue: Queue) -> Execution:
+        """Lease and start `job`; granted its retries at its first start."""
+        if job.retries_left is None:
+            # Publishers enqueue without retries; granted once, then counted down by rq.
+            job.retries_left = self.max_retries
+            self.connection.hset(job.key, "retries_left", self.max_retries)
+        self._forget_dead_executions(job)
+        execution = self.prepare_execution(job)
+        self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+        job.started_at = now()
+        return execution
+
+    def _score(self, jobs: list[Job], queue: Queue, running: dict[str, tuple[Job, Execution]]) -> None:
+        """Score the frames of `jobs` in one batch and finish each job; when that fails for any reason
+        but an outage, each job is scored on its own, and a job that fails alone is failed (rq then
+        retries it or keeps it in the failed registry)."""
+        payload = jobs[0].args[0] if len(jobs) == 1 else {"frames": [e for job in jobs for e in job_frame_entries(job) or []]}
+        try:
+            outcome = vars(score_batch(current_context(), payload))
+        except OutageInterrupted:
+            raise
+        except Exception as error:  # noqa: BLE001 - a bug or a malformed payload: each job answers for itself
+            if len(jobs) > 1:
+                logger.warning("scoring %d jobs together failed (%s); scoring them one by one", len(jobs), error)
+                for job in jobs:
+                    self._score([job], queue, running)
+                return
+            exc_info = sys.exc_info()
+            job, execution = running.pop(jobs[0].id)
+            self.redis_waiter.call(
+                lambda: self._finish(job, execution, lambda: self._finalize_failure(job, queue, execution, exc_info)), "failing a job"
+            )
+            return
+        for job in jobs:
+            job, execution = running.pop(job.id)
+            self.redis_waiter.call(
+                lambda job=job, execution=execution: self._finish(
+                    job, execution, lambda: self._finalize_success(job, queue, execution, outcome)
+                ),
+                "finishing a job",
+            )
+
+    def _finish(self, job: Job, execution: Execution, finalize: Callable[[], None]) -> None:
+        """Record the end of `job` in rq (`finalize`), unless Redis forgot the job meanwhile (a restart
+        without persistence): its rows are written, and nothing is left to finish."""
+        if not self.connection.exists(job.key):
+            self.executions.pop(execution.id, None)
+            logger.info("job %s was forgotten by Redis while it ran; its frames are recorded", job.id)
+            return
+        # A dead worker's execution may have outlived its lease by up to a second when this job
+        # started (rq rounds registry scores down to whole seconds); it is gone by now.
+        self._forget_dead_executions(job)
+        finalize()
+
+    def _take_waiting_jobs(self, job: Job, queue: Queue) -> tuple[list[Job], list[Job]]:
+        """Jobs taken from the queue to run with `job`: (those whose frames fit in batch_size beside
+        its frames, the one that did not fit and ended the search, if any; it runs on its own here).
+        Foreign jobs met on the way are refused."""
+        head = job_frame_entries(job)
+        frames = None if head is None else len(head)
+        joined: list[Job] = []
+        while frames is not None and frames < self.batch_size:
+            result = self.queue_class.dequeue_any(
+                [queue], None, connection=self.connection, job_class=self.job_class,
+                serializer=self.serializer, death_penalty_class=self.death_penalty_class,
+            )
+            if result is None:
+                break
+            taken = result[0]
+            reason = foreign_job_reason(taken)
+            if reason is not None:
+                self._refuse(taken, queue, reason)
+                continue
+            entries = job_frame_entries(taken)
+            if entries is None or frames + len(entries) > self.batch_size:
+                return joined, [taken]
+            joined.append(taken)
+            frames += len(entries)
+        return joined, []
+
+    def _refuse(self, job: Job, queue: Queue, reason: str) -> None:
+        """Delete a job that is not ours, without running or resolving anything it names; count it."""
+        try:
+            function = job.func_name
+        except Exception:  # noqa: BLE001 - undecodable data: named as such
+            function = "<undecodable>"
+        logger.error("refused job %s from queue %r: %s; deleted without running it", job.id, queue.name, reason)
+        with self.connection.pipeline() as pipe:
+            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            job.delete(pipeline=pipe)
+            count_refused_job(pipe, shown_function_name(function))
+            pipe.execute()
+        self.refused_jobs += 1
+
+    def _hand_back(self, jobs: list[Job], queue: Queue, running: dict[str, tuple[Job, Execution]]) -> None:
+        """Put unfinished jobs back at the front of the queue, no retry spent: the worker was asked
+        to stop while it waited out an outage. Left to their leases when Redis itself is away."""
+        if not jobs:
+            return
+        try:
+            with self.connection.pipeline() as pipe:
+                for job in jobs:
+                    self.cleanup_execution(job, pipeline=pipe, execution=running[job.id][1])
+                    queue.enqueue_job(job, pipeline=pipe, at_front=True)
+                pipe.execute()
+            logger.warning("stopping during an outage: handed %d jobs back to the queue", len(jobs))
+        except Exception as error:
+            if not is_redis_outage(error):
+                raise
+            logger.warning("stopping during a Redis outage: %d jobs go back to the queue when their leases run out", len(jobs))
+
+    def _forget_dead_executions(self, job: Job) -> None:
+        # rq 3.0 keeps an execution in the job's execution registry a minute longer than the
+        # execution itself; finishing a job retried within that minute then fails ("Execution ...
+        # not found in Redis"). The executions of a job's dead workers are dropped before it runs.
+        registry_key = job.execution_registry.key
+        for execution_id in self.connection.zrange(registry_key, 0, -1):
+            execution = Execution(id=execution_id.decode(), job_id=job.id, connection=self.connection)
+            if not self.connection.exists(execution.key):
+                self.connection.zrem(registry_key, execution_id)
+
+    @contextmanager
+    def _leases_renewed(self, running: dict[str, tuple[Job, Execution]]) -> Iterator[None]:
+        """Renew the leases of the jobs in `running` (and this worker's heartbeat) from a thread while
+        the block runs; the block removes a job from `running` once it has ended."""
+        stop = threading.Event()
+        interval = self.lease_s / HEARTBEATS_PER_LEASE
+
+        def renew() -> None:
+            while not stop.wait(interval):
+                for job, execution in list(running.values()):
+                    try:
+                        self.maintain_heartbeats(job, execution)
+                    except Exception as error:  # noqa: BLE001 - the next renewal may succeed
+                        if is_redis_outage(error):
+                            self.redis_waiter.failed(error, "renewing leases")
+                        else:
+                            logger.warning("could not renew the lease of job %s: %s", job.id, error)
+                        break
+                else:
+                    self.redis_waiter.succeeded()
+
+        renewer = threading.Thread(target=renew, name="lease-renewer", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join()

@@ -136,8 +136,8 @@ def hostile_folder(workdir: Path, line: str, run: Callable[..., tuple[str, int]]
     rows = inspections_frame(engine)
     print(f"  `lineguard worker --burst`: {len(rows)} rows for {len(hostile.taken)} files taken "
           f"({rows['frame_id'].nunique()} distinct frames)")
-    for row in rows.itertuples():
-        print(f"    {row.verdict:7} {row.error if isinstance(row.error, str) else f'score {row.score:.3f}'}")
+    for row in rows.sort_values("origin").itertuples():
+        print(f"    {row.origin:17} {row.verdict:7} {row.error if isinstance(row.error, str) else f'score {row.score:.3f}'}")
 
 
 def worker_cost(redis: Redis, settings: Settings, line: str, run: Callable[..., tuple[str, int]], bomb: bytes) -> None:

@@ -84,18 +84,7 @@ def main() -> None:
         print(f"bare model (score_images on decoded batches):        {bare:7.2f} frames/s", flush=True)
         del model
 
-        settings = Settings.from_environment().model_copy(
-            update={
-                "database_url": args.database_url or f"sqlite:///{workdir / 'bench.db'}",
-                "artifacts_url": str(workdir / "artifacts"),
-                "queue_name": f"lineguard-bench-{os.getpid()}",
-            }
-        )
-        line = f"bench-{os.getpid()}"
-        redis = Redis.from_url(settings.redis_url)
-        engine = make_engine(settings.database_url)
-        upgrade(engine)
-        register_checkpoint(engine, checkpoint, line)
+        settings, line, redis, engine = bench_line(workdir, "bench", checkpoint, args.database_url)
         worker = start_worker(settings, args.device, args.batch_size, workdir / "worker.log")
         try:
             wait_for(lambda: SimpleWorker.count(queue=make_queue(redis, settings.queue_name)) == 1, 120, "the worker to start")
@@ -144,6 +133,25 @@ def train_briefly(workdir: Path) -> Path:
     result = train(parts, workdir / "bench.pt", recipe, settings, teacher, progress=False)
     print(f"trained a bench model briefly ({time.perf_counter() - started:.0f} s)", flush=True)
     return result.checkpoint
+
+
+def bench_line(
+    workdir: Path, name: str, checkpoint: Path, database_url: str | None = None
+) -> tuple[Settings, str, Redis, Engine]:
+    """A line of the bench's own on REDIS_URL: (settings, line, Redis, store engine), the store
+    (SQLite in `workdir` unless `database_url` is given) upgraded and `checkpoint` active on the line."""
+    settings = Settings.from_environment().model_copy(
+        update={
+            "database_url": database_url or f"sqlite:///{workdir / 'bench.db'}",
+            "artifacts_url": str(workdir / "artifacts"),
+            "queue_name": f"lineguard-{name}-{os.getpid()}",
+        }
+    )
+    line = f"{name}-{os.getpid()}"
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    register_checkpoint(engine, checkpoint, line)
+    return settings, line, Redis.from_url(settings.redis_url), engine
 
 
 def generated_frames(count: int, size: int) -> list[bytes]:

@@ -1,7 +1,9 @@
 """The dashboard's entrypoint: settings, the optional password, a database check, then the pages.
 
 Run by ``lineguard dashboard`` (``streamlit run dashboard/app.py``). Each page is a script in
-``dashboard/pages``; Streamlit reruns this file, then the chosen page, on every interaction.
+``dashboard/views``; Streamlit reruns this file, then the chosen page, on every interaction, so
+this file is the one door to every page. The page scripts must never sit in a ``pages`` folder
+beside this file: Streamlit would then run the one a URL names directly, without this file's gate.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dashboard.errors import SettingsError
 from dashboard.settings import DashboardSettings
 from store import StoreError, head_revision, schema_revision
 
-PAGES = Path(__file__).resolve().parent / "pages"
+VIEWS = Path(__file__).resolve().parent / "views"
 
 
 def database_problem(database_url: str) -> str | None:
@@ -55,15 +57,20 @@ def main() -> None:
     except SettingsError as error:
         st.error(str(error))
         st.stop()
-    if not auth.signed_in(settings.password):
-        st.stop()
+    signed_in = auth.signed_in(settings.password)
+    # The navigation only names the pages (hidden until signed in), so that the page of the URL
+    # opened first is the one shown after signing in; no page runs and nothing is read before the gate.
     navigation = st.navigation(
         [
-            st.Page(PAGES / "live.py", title="Live", icon=":material/monitoring:", default=True),
-            st.Page(PAGES / "review.py", title="Review queue", icon=":material/fact_check:"),
-            st.Page(PAGES / "models.py", title="Models", icon=":material/model_training:"),
-        ]
+            st.Page(VIEWS / "live.py", title="Live", icon=":material/monitoring:", default=True),
+            st.Page(VIEWS / "review.py", title="Review queue", icon=":material/fact_check:"),
+            st.Page(VIEWS / "models.py", title="Models", icon=":material/model_training:"),
+        ],
+        position="sidebar" if signed_in else "hidden",
     )
+    if not signed_in:
+        auth.sign_in_form(settings.password)
+        st.stop()
     problem = database_problem(settings.services.database_url)
     if problem is not None:
         st.error(problem)

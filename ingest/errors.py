@@ -1,5 +1,7 @@
 """Errors raised by the ingest package (sources and publisher)."""
 
+from pathlib import Path
+
 
 class IngestError(Exception):
     """Base class of every error raised by `ingest`."""
@@ -11,3 +13,13 @@ class SourceUnavailableError(IngestError):
 
 class QueueFullError(IngestError):
     """The queue stayed full for longer than the publisher's block timeout."""
+
+
+class FileSkippedError(IngestError):
+    """A file of a watched folder that is not taken: ``reason`` says why in one word (see
+    ingest.file_checks), the message names the file and says why in full."""
+
+    def __init__(self, reason: str, path: Path, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.reason = reason
+        self.path = path

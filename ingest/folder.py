@@ -6,7 +6,9 @@ ever: it is claimed in the store, under the frame id it is published with, befor
 restart skips it. A claim is settled once its row exists; a claimed file whose frame was lost (Redis
 forgot it, or the ingester died before sending it) is published again under the same frame id by
 the next reconciliation pass (see ingest.ledgers): at the start and end of every run and every
-`reconcile_interval_s` while watching.
+`reconcile_interval_s` while watching. Only regular image files within a size limit are taken, and
+read so that no special file is ever opened (see ingest.file_checks); every file skipped is counted
+and recorded once per run as a source event.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -23,21 +26,36 @@ from typing import Literal
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from ingest.errors import SourceUnavailableError
+from ingest.errors import FileSkippedError, SourceUnavailableError
+from ingest.file_checks import (
+    DEFAULT_MAX_FILE_BYTES,
+    SKIP_REASONS,
+    CheckedFile,
+    check_file,
+    open_checked,
+    read_at_most,
+    read_checked,
+)
 from ingest.frames import Frame, check_stream_name, new_frame_id
-from ingest.ledgers import FolderLedger, Waiters, read_regular_file
+from ingest.ledgers import FolderLedger, Waiters
 from ingest.publisher import Publisher
 from store.db import is_database_outage
-from store.records import UnsettledClaim, claim_ingested_file, record_source_event
+from store.records import (
+    SKIPPED_FILE_KIND_PREFIX,
+    UnsettledClaim,
+    claim_ingested_file,
+    record_source_event,
+    record_source_events,
+)
 from wire.connections import OutageWaiter, is_redis_outage
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-"""File name endings taken as images (compared without case)."""
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""File name endings taken as images (compared without case): those of the formats the workers decode."""
 
 
-_Outcome = Literal["published", "already_ingested", "vanished", "unreadable"]
+_Outcome = Literal["published", "already_ingested", "vanished", "skipped"]
 
 
 @dataclass
@@ -50,26 +68,18 @@ class FolderStats:
     """Files skipped because an earlier run had claimed them."""
     vanished: int = 0
     """Files that disappeared before they could be read."""
-    unreadable: int = 0
-    """Files that could not be opened or read (recorded as source events)."""
+    skipped: Counter[str] = field(default_factory=Counter)
+    """Files not taken, by reason (see ingest.file_checks.SKIP_REASONS); each counted once per run."""
     republished: int = 0
     """Claimed files whose frames were lost, published again under their frame ids."""
 
     def summary(self) -> str:
         """One line for the CLI."""
+        reasons = ", ".join(f"{self.skipped[reason]} {reason}" for reason in SKIP_REASONS if self.skipped[reason])
         return (
-            f"{self.published} published, {self.already_ingested} already ingested, "
-            f"{self.vanished} vanished, {self.unreadable} unreadable, {self.republished} published again"
+            f"{self.published} published, {self.already_ingested} already ingested, {self.vanished} vanished, "
+            f"{self.skipped.total()} skipped{f' ({reasons})' if reasons else ''}, {self.republished} published again"
         )
-
-
-@dataclass(frozen=True)
-class _FileState:
-    """A file as one directory scan saw it."""
-
-    path: Path
-    size: int
-    mtime: float
 
 
 class _StabilityTracker:
@@ -77,16 +87,16 @@ class _StabilityTracker:
 
     def __init__(self, stable_seconds: float) -> None:
         self._stable_seconds = stable_seconds
-        self._first_seen: dict[Path, tuple[_FileState, float]] = {}
+        self._first_seen: dict[Path, tuple[CheckedFile, float]] = {}
 
-    def take_stable(self, listing: list[_FileState], now: float) -> list[_FileState]:
+    def take_stable(self, listing: list[CheckedFile], now: float) -> list[CheckedFile]:
         """Observe `listing` at monotonic time `now`; return the files stable since, forget them.
 
         A file whose size or mtime changed starts its observation again; one no longer listed
         is forgotten.
         """
-        observed: dict[Path, tuple[_FileState, float]] = {}
-        stable: list[_FileState] = []
+        observed: dict[Path, tuple[CheckedFile, float]] = {}
+        stable: list[CheckedFile] = []
         for state in listing:
             earlier = self._first_seen.get(state.path)
             since = earlier[1] if earlier is not None and earlier[0] == state else now
@@ -125,6 +135,7 @@ class FolderSource:
         stable_seconds: float = 1.0,
         poll_interval_s: float = 1.0,
         reconcile_interval_s: float = 10.0,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
         """Describe the source; nothing is read until `run`.
 
@@ -139,6 +150,7 @@ class FolderSource:
                 taken, so a file still being written is not published half-done.
             poll_interval_s: time between directory scans while watching.
             reconcile_interval_s: time between reconciliation passes while watching.
+            max_file_bytes: larger files are skipped without being read.
         """
         folder = Path(directory).expanduser().resolve()
         if not folder.is_dir():
@@ -151,6 +163,8 @@ class FolderSource:
             raise ValueError(f"reconcile_interval_s must be > 0, got {reconcile_interval_s}")
         if not extensions:
             raise ValueError("extensions must name at least one file ending, e.g. ('.png',)")
+        if max_file_bytes < 1:
+            raise ValueError(f"max_file_bytes must be >= 1, got {max_file_bytes}")
         self.directory = folder
         self.line = check_stream_name("line", line)
         self.camera = check_stream_name("camera", camera)
@@ -164,6 +178,7 @@ class FolderSource:
         self._stable_seconds = stable_seconds
         self._poll_interval_s = poll_interval_s
         self._reconcile_interval_s = reconcile_interval_s
+        self._max_file_bytes = max_file_bytes
         self._database: OutageWaiter | None = None
 
     def run(
@@ -183,8 +198,10 @@ class FolderSource:
         stats = FolderStats()
         tracker = _StabilityTracker(self._stable_seconds)
         handled: set[Path] = set()
-        # Unreadable files are retried only once their size or mtime changes.
-        unreadable: set[_FileState] = set()
+        # Files refused when opened or read are tried again only once they change.
+        refused: set[CheckedFile] = set()
+        # Skipped files already counted and recorded in this run, so a watch records each once.
+        reported: set[tuple[Path, str]] = set()
         waiters = Waiters(
             redis=OutageWaiter("Redis", is_redis_outage, should_stop=stop.is_set),
             database=OutageWaiter("the database", is_database_outage, should_stop=stop.is_set),
@@ -198,22 +215,21 @@ class FolderSource:
                 self._republish_lost(ledger, publisher, stats)
                 reconciled_at = time.monotonic()
                 while not stop.is_set():
-                    listing = [
-                        state for state in self._list_files()
-                        if state.path not in handled and state not in unreadable
-                    ]
+                    found, skipped = self._list_files()
+                    listing = [state for state in found if state.path not in handled and state not in refused]
                     bar.total = len(handled) + len(listing)
                     bar.refresh()
                     stable = tracker.take_stable(listing, time.monotonic())
                     for state in sorted(stable, key=lambda state: (state.mtime, state.path.name)):
                         if stop.is_set():
                             break
-                        outcome = self._ingest_file(state, publisher, stats)
-                        if outcome == "unreadable":
-                            unreadable.add(state)
+                        outcome = self._ingest_file(state, publisher, stats, skipped)
+                        if outcome == "skipped":
+                            refused.add(state)
                         elif outcome != "vanished":
                             handled.add(state.path)
                             bar.update(1)
+                    self._report_skipped(skipped, reported, stats)
                     if not watch and tracker.pending == 0:
                         break
                     if time.monotonic() - reconciled_at >= self._reconcile_interval_s:
@@ -248,11 +264,13 @@ class FolderSource:
             self._record("recovered", f"published again {again} claimed files whose frames were neither in Redis nor in the store")
 
     def _publish_claim(self, claim: UnsettledClaim, publisher: Publisher) -> bool:
-        """Publish a claimed file again under its frame id; False when it is no longer a readable file."""
-        data = read_regular_file(claim.path)
-        if data is None:
-            return False
+        """Publish a claimed file again under its frame id; False when it is no longer a file that may be
+        read (checked as a new file is: whatever took its place may be a FIFO, a link or too large)."""
         path = Path(claim.path)
+        try:
+            data = read_checked(check_file(path, self.directory, self._extensions, self._max_file_bytes), self._max_file_bytes)
+        except (FileSkippedError, OSError):
+            return False
         publisher.publish(self._frame(claim.frame_id, path, claim.mtime, data))
         return True
 
@@ -268,9 +286,14 @@ class FolderSource:
             origin=path.relative_to(self.directory).as_posix() if path.is_relative_to(self.directory) else path.name,
         )
 
-    def _list_files(self) -> list[_FileState]:
-        """Stat the image files now in the folder (and subfolders when recursive)."""
-        found: list[_FileState] = []
+    def _list_files(self) -> tuple[list[CheckedFile], list[FileSkippedError]]:
+        """The files now in the folder (and subfolders when recursive) that may be read, and those skipped.
+
+        Only lstat/stat are used: nothing is opened. Hidden files and folders are passed over
+        unrecorded; symlinked folders are never walked.
+        """
+        found: list[CheckedFile] = []
+        skipped: list[FileSkippedError] = []
         pending_dirs = [self.directory]
         while pending_dirs:
             folder = pending_dirs.pop()
@@ -283,29 +306,36 @@ class FolderSource:
                 if entry.name.startswith("."):
                     continue
                 try:
-                    if entry.is_dir():
+                    if entry.is_dir(follow_symlinks=False):
                         if self._recursive:
                             pending_dirs.append(Path(entry.path))
                         continue
-                    if not entry.name.lower().endswith(self._extensions):
-                        continue
-                    status = entry.stat()
+                    found.append(check_file(Path(entry.path), self.directory, self._extensions, self._max_file_bytes))
+                except FileSkippedError as error:
+                    skipped.append(error)
                 except OSError:
                     continue  # vanished between listing and stat; the next scan will not see it
-                found.append(_FileState(Path(entry.path), status.st_size, status.st_mtime))
-        return found
+        return found, skipped
 
-    def _ingest_file(self, state: _FileState, publisher: Publisher, stats: FolderStats) -> _Outcome:
-        """Claim and publish one stable file; count what became of it in `stats` and return it."""
+    def _ingest_file(
+        self, state: CheckedFile, publisher: Publisher, stats: FolderStats, skipped: list[FileSkippedError]
+    ) -> _Outcome:
+        """Claim and publish one stable file; count what became of it in `stats` and return it.
+
+        A file refused when opened or read is appended to `skipped`.
+        """
         try:
-            handle = state.path.open("rb")
+            handle = open_checked(state)
         except FileNotFoundError:
             logger.warning("%s: %s vanished before it could be read; skipped", self.source, state.path)
             stats.vanished += 1
             return "vanished"
+        except FileSkippedError as error:
+            skipped.append(error)
+            return "skipped"
         except OSError as error:
-            self._report_unreadable(state, error, stats)
-            return "unreadable"
+            skipped.append(FileSkippedError("unreadable", state.path, f"cannot be read: {error}"))
+            return "skipped"
         with handle:
             # Claimed, under its frame id, before publishing: a crash between the two leaves an
             # unsettled claim that the next pass publishes again. Opening first keeps unreadable
@@ -319,21 +349,34 @@ class FolderSource:
                 stats.already_ingested += 1
                 return "already_ingested"
             try:
-                data = handle.read()
+                data = read_at_most(handle, state, self._max_file_bytes)
+            except FileSkippedError as error:
+                skipped.append(error)
+                return "skipped"
             except OSError as error:
-                self._report_unreadable(state, error, stats)
-                return "unreadable"
+                skipped.append(FileSkippedError("unreadable", state.path, f"cannot be read: {error}"))
+                return "skipped"
         # The bytes go as they are, even a corrupt image: the worker records undecodable frames.
         publisher.publish(self._frame(frame_id, state.path, state.mtime, data))
         stats.published += 1
         return "published"
 
-    def _report_unreadable(self, state: _FileState, error: OSError, stats: FolderStats) -> None:
-        """Log and record a file that cannot be read."""
-        message = f"cannot read {state.path}: {error}"
-        logger.error("%s: %s; skipped", self.source, message)
-        self._record("error", message)
-        stats.unreadable += 1
+    def _report_skipped(
+        self, skipped: list[FileSkippedError], reported: set[tuple[Path, str]], stats: FolderStats
+    ) -> None:
+        """Count, log and record (in one transaction) the skipped files not yet reported in this run."""
+        new = []
+        for error in skipped:
+            if (error.path, error.reason) not in reported:
+                reported.add((error.path, error.reason))
+                stats.skipped[error.reason] += 1
+                logger.warning("%s: skipped %s", self.source, error)
+                new.append((SKIPPED_FILE_KIND_PREFIX + error.reason, str(error)))
+        if new:
+            self._waiter().call(
+                lambda: record_source_events(self._engine, self.line, self.camera, self.source, new),
+                f"recording {len(new)} skipped files",
+            )
 
     def _waiter(self) -> OutageWaiter:
         """The database's outage waiter of the running run (a plain one outside a run)."""

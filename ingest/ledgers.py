@@ -12,8 +12,6 @@ it deletes the bytes, so a frame finishing during the pass is never taken for lo
 from __future__ import annotations
 
 import logging
-import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -139,19 +137,3 @@ class StreamLedger:
                 )
             lost += len(missing)
         return lost
-
-
-def read_regular_file(path: str) -> bytes | None:
-    """The bytes of `path` if it is still a regular file, else None; never blocks on a FIFO or device
-    that took the file's place since it was claimed."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            return None
-        try:
-            return handle.read()
-        except OSError:
-            return None

@@ -78,6 +78,10 @@ def _register_ingest(commands: argparse._SubParsersAction) -> None:
     folder.add_argument("directory", type=Path, help="folder of images")
     folder.add_argument("--watch", action="store_true", help="after the files present, keep publishing new ones")
     folder.add_argument("--recursive", action="store_true", help="also take files in subfolders")
+    folder.add_argument(
+        "--max-file-mb", type=float,
+        help="skip files larger than this many MiB without reading them (default: LINEGUARD_MAX_FILE_MB, else 64)",
+    )
     folder.set_defaults(handler=run_ingest_folder)
     video = sources.add_parser("video", parents=[publishing], help="a video file, camera index or stream URL")
     video.add_argument("source", help="video file, camera index (0, 1...) or URL (rtsp://...)")
@@ -140,11 +144,13 @@ def run_ingest_folder(args: argparse.Namespace) -> int:
     from lineguard.signals import stop_on_signals
 
     settings = Settings.from_environment()
+    if args.max_file_mb is not None:  # validated like the environment's value
+        settings = Settings(**{**settings.model_dump(), "max_file_mb": args.max_file_mb})
     engine, redis = _open_line(settings)
     try:
         source = FolderSource(
             args.directory, args.line, args.camera, engine=engine, recursive=args.recursive,
-            reconcile_interval_s=args.reconcile_interval,
+            reconcile_interval_s=args.reconcile_interval, max_file_bytes=settings.max_file_bytes,
         )
         with stop_on_signals() as stop:
             publisher = _publisher(redis, settings, args, stop)

@@ -14,7 +14,7 @@ from typing import Any
 from redis import Redis
 from sqlalchemy import Engine
 
-from store.records import line_counts, lost_frame_counts, status_summary
+from store.records import line_counts, lost_frame_counts, skipped_file_counts, status_summary
 from wire.protocol import pending_frames_by_line, queue_counters, worker_beats
 
 #: Frames per second are averaged over this many recent seconds.
@@ -27,10 +27,13 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
     ``{"queue": {"name", "queued_jobs", "started_jobs", "failed_jobs"}, "workers_alive": int,
     "published": int, "dropped": int, "lost": int, "refused_jobs": {function: count},
     "lines": {line: {"frames", "flagged", "errors", "pending", "dropped", "published", "lost",
-    "lost_by_camera", "defect_rate", "frames_per_s", "active_model", "last_finished_at"}}}``.
+    "lost_by_camera", "defect_rate", "frames_per_s", "active_model", "last_finished_at",
+    "skipped_files"}}}``.
     ``pending`` counts frames in jobs waiting or running; ``lost`` counts stream frames lost with
     Redis (``lost_by_camera``: {camera: count}); ``defect_rate`` is flagged per scored frame (None
-    before the first); ``frames_per_s`` covers the last RATE_WINDOW_S seconds.
+    before the first); ``frames_per_s`` covers the last RATE_WINDOW_S seconds; ``skipped_files``
+    ({camera: {reason: count}}) counts the files folder sources did not take, each once per run
+    (see ingest.file_checks).
     """
     now = now or datetime.now(UTC)
     counters = queue_counters(redis, queue_name)
@@ -46,9 +49,13 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
     lost: dict[str, dict[str, int]] = {}
     for counts in lost_frame_counts(engine):
         lost.setdefault(counts.line, {})[counts.camera] = counts.lost
+    skipped: dict[str, dict[str, dict[str, int]]] = {}
+    for (line, camera), reasons in skipped_file_counts(engine).items():
+        skipped.setdefault(line, {})[camera] = reasons
 
     lines = {}
-    for line in sorted(stored.keys() | published.keys() | dropped.keys() | pending.keys() | lost.keys()):
+    every_line = stored.keys() | published.keys() | dropped.keys() | pending.keys() | lost.keys() | skipped.keys()
+    for line in sorted(every_line):
         status = stored.get(line)
         frames, flagged, errors = (status.frames, status.flagged, status.errors) if status else (0, 0, 0)
         scored = frames - errors
@@ -65,6 +72,7 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
             "frames_per_s": recent.get(line, 0) / RATE_WINDOW_S,
             "active_model": status.active_model if status else None,
             "last_finished_at": status.last_finished_at.isoformat() if status and status.last_finished_at else None,
+            "skipped_files": skipped.get(line, {}),
         }
     return {
         "queue": {
@@ -101,7 +109,10 @@ def format_status(status: dict[str, Any]) -> str:
     if status["refused_jobs"]:
         refused = ", ".join(f"{function}: {count}" for function, count in sorted(status["refused_jobs"].items()))
         text.append(f"  refused foreign jobs (never run): {refused}")
-    text += [f"  {format_line(line, counts)}" for line, counts in status["lines"].items()]
+    for line, counts in status["lines"].items():
+        text.append(f"  {format_line(line, counts)}")
+        for camera, reasons in counts["skipped_files"].items():
+            text.append(f"    {line}/{camera}: files skipped: " + ", ".join(f"{n} {reason}" for reason, n in reasons.items()))
     if not status["lines"]:
         text.append("  no frames yet")
     return "\n".join(text)

@@ -1,4 +1,5 @@
-"""Where a line's shared services are: Redis, the database, the artifact storage and the queue name.
+"""Where a line's shared services are (Redis, the database, the artifact storage, the queue name),
+and the limit every folder ingester of the line applies to files.
 
 Every process of a line (ingesters, workers, the dashboard, the CLI) reads the same environment
 variables, so pointing them at the same Redis and database is all it takes to scale out across
@@ -28,6 +29,7 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "database_url": "DATABASE_URL",
     "artifacts_url": "LINEGUARD_ARTIFACTS",
     "queue_name": "LINEGUARD_QUEUE",
+    "max_file_mb": "LINEGUARD_MAX_FILE_MB",
 }
 
 
@@ -47,6 +49,15 @@ class Settings(BaseModel):
     )
     queue_name: str = Field(
         DEFAULT_QUEUE_NAME, min_length=1, max_length=128, description="rq queue ingesters fill and workers empty (LINEGUARD_QUEUE)"
+    )
+    max_file_mb: float | None = Field(
+        None,
+        gt=0,
+        le=2**20,
+        description=(
+            "folder ingesters skip files larger than this many MiB without reading them; "
+            "unset: ingest.file_checks.DEFAULT_MAX_FILE_BYTES, 64 MiB (LINEGUARD_MAX_FILE_MB)"
+        ),
     )
 
     @field_validator("redis_url")
@@ -68,4 +79,14 @@ class Settings(BaseModel):
 
     def environment(self) -> dict[str, str]:
         """These settings as the environment variables a child process (worker, dashboard) reads."""
-        return {variable: getattr(self, name) for name, variable in ENVIRONMENT_VARIABLES.items()}
+        values = {variable: getattr(self, name) for name, variable in ENVIRONMENT_VARIABLES.items()}
+        return {variable: str(value) for variable, value in values.items() if value is not None}
+
+    @property
+    def max_file_bytes(self) -> int:
+        """The folder ingesters' size limit in bytes: `max_file_mb`, else ingest's default."""
+        if self.max_file_mb is None:
+            from ingest.file_checks import DEFAULT_MAX_FILE_BYTES  # ingest loads OpenCV: only when asked
+
+            return DEFAULT_MAX_FILE_BYTES
+        return int(self.max_file_mb * 2**20)

@@ -12,31 +12,42 @@ import cv2
 import numpy as np
 
 from model.errors import InvalidImageError
+from model.image_headers import ImageHeader, read_header
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Larger frames are refused rather than decoded: 64 MP is beyond any line camera we target
 # and a decompression bomb must not take a worker's memory.
 MAX_PIXELS = 64_000_000
-
-
-def _image_size_from_header(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG header, read before decoding so a bomb is refused cheaply."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    return None
+# Frames whose shorter side is smaller are refused: the default recipe's coarsest tapped stage
+# (relu4_3) has a stride of 8, so below 32 px a frame gives it fewer than 4x4 positions of real
+# content (model.geometry.MIN_STRIDES_PER_SIDE) however far it is scaled up. Such a frame is a
+# wrong file or a broken camera, not a part to call good.
+MIN_SIDE = 32
 
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Encoded image bytes -> (H,W,3) uint8 RGB. Raises InvalidImageError naming `name`."""
+    """Encoded image bytes -> (H,W,3) uint8 RGB. Raises InvalidImageError naming `name`.
+
+    The size is checked from the header (see model.image_headers) before anything is decoded.
+    """
     if not data:
         raise InvalidImageError(f"{name}: empty file")
-    header_size = _image_size_from_header(data)
-    if header_size and header_size[0] * header_size[1] > MAX_PIXELS:
-        raise InvalidImageError(f"{name}: {header_size[0]}x{header_size[1]} exceeds {MAX_PIXELS} pixels")
+    check_size(read_header(data, name), name)
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise InvalidImageError(f"{name}: not a decodable image (corrupt, truncated or unknown format)")
     return to_rgb8(decoded, name)
+
+
+def check_size(header: ImageHeader, name: str = "image") -> None:
+    """Refuse an image over MAX_PIXELS (or with TIFF tiles over it) or with a side under MIN_SIDE."""
+    size = f"{header.width}x{header.height}"
+    if header.width * header.height > MAX_PIXELS:
+        raise InvalidImageError(f"{name}: {header.format} of {size} exceeds {MAX_PIXELS} pixels")
+    if header.tile is not None and header.tile[0] * header.tile[1] > MAX_PIXELS:
+        raise InvalidImageError(f"{name}: TIFF tiles of {header.tile[0]}x{header.tile[1]} exceed {MAX_PIXELS} pixels")
+    if min(header.width, header.height) < MIN_SIDE:
+        raise InvalidImageError(f"{name}: {header.format} of {size} is smaller than {MIN_SIDE} px on its shorter side")
 
 
 def to_rgb8(decoded: np.ndarray, name: str = "image") -> np.ndarray:

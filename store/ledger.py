@@ -1,13 +1,12 @@
-"""What happened at the sources: their events (connected, lost...) and the folder watcher's ledger."""
+"""What happened at the sources: their events (connected, lost, files skipped...) and the folder watcher's ledger."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from collections.abc import Sequence
-
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from store.db import write_transaction
 from store.dialect import upsert_insert
@@ -16,6 +15,8 @@ from store.schema import LEDGER_OUTCOMES, IngestedFile, SourceEvent
 
 #: Events returned by one call to recent_source_events unless the caller asks for another number.
 SOURCE_EVENT_PAGE_SIZE = 100
+#: Kind of the source event of a file a folder source skipped, before the reason ("skipped:size").
+SKIPPED_FILE_KIND_PREFIX = "skipped:"
 #: Unsettled claims read per query of a reconciliation pass (the pass pages through all of them).
 CLAIM_PAGE_SIZE = 500
 
@@ -36,11 +37,40 @@ def record_source_event(
     engine: Engine, line: str, camera: str, source: str, kind: str, message: str | None = None
 ) -> None:
     """Record that ``kind`` (e.g. "started", "disconnected", "reconnected", "error") happened to a source now."""
-    if not kind:
-        raise InvalidArgumentError(f"source event for {line}/{camera} needs a kind")
-    row = {"at": datetime.now(UTC), "line": line, "camera": camera, "source": source, "kind": kind, "message": message}
-    with write_transaction(engine) as connection:
-        connection.execute(insert(SourceEvent), row)
+    record_source_events(engine, line, camera, source, [(kind, message)])
+
+
+def record_source_events(
+    engine: Engine, line: str, camera: str, source: str, events: Iterable[tuple[str, str | None]]
+) -> None:
+    """Record several (kind, message) events of one source, now, in one transaction."""
+    at = datetime.now(UTC)
+    rows = []
+    for kind, message in events:
+        if not kind:
+            raise InvalidArgumentError(f"source event for {line}/{camera} needs a kind")
+        rows.append({"at": at, "line": line, "camera": camera, "source": source, "kind": kind, "message": message})
+    if rows:
+        with write_transaction(engine) as connection:
+            connection.execute(insert(SourceEvent), rows)
+
+
+def skipped_file_counts(engine: Engine) -> dict[tuple[str, str], dict[str, int]]:
+    """Files skipped by folder sources, from their source events: (line, camera) -> {reason: count}.
+
+    A source records each skipped file once per run, so a file skipped by three runs counts three times.
+    """
+    query = (
+        select(SourceEvent.line, SourceEvent.camera, SourceEvent.kind, func.count())
+        .where(SourceEvent.kind.startswith(SKIPPED_FILE_KIND_PREFIX, autoescape=True))
+        .group_by(SourceEvent.line, SourceEvent.camera, SourceEvent.kind)
+        .order_by(SourceEvent.line, SourceEvent.camera, SourceEvent.kind)
+    )
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    with engine.connect() as connection:
+        for line, camera, kind, count in connection.execute(query):
+            counts.setdefault((line, camera), {})[kind.removeprefix(SKIPPED_FILE_KIND_PREFIX)] = count
+    return counts
 
 
 def recent_source_events(

@@ -14,12 +14,15 @@ from store.inspections import (
     write_inspections,
 )
 from store.ledger import (
+    SKIPPED_FILE_KIND_PREFIX,
     SourceEventInfo,
     UnsettledClaim,
     claim_ingested_file,
     recent_source_events,
     record_source_event,
+    record_source_events,
     settle_claims,
+    skipped_file_counts,
     unsettled_claims,
 )
 from store.registry import (
@@ -53,6 +56,7 @@ __all__ = [
     "ModelInfo",
     "RateBucket",
     "ReviewInfo",
+    "SKIPPED_FILE_KIND_PREFIX",
     "SentFrame",
     "SourceEventInfo",
     "StoredInspection",
@@ -73,6 +77,8 @@ __all__ = [
     "recent_source_events",
     "record_sent_frames",
     "record_source_event",
+    "record_source_events",
+    "skipped_file_counts",
     "recorded_frame_ids",
     "register_model",
     "review_precision",

@@ -14,6 +14,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -57,38 +58,51 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
+def poll(condition: Callable[[], object], timeout_s: float) -> object:
+    """``condition()``'s first truthy result within ``timeout_s``, else None."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         result = condition()
         if result:
             return result
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    return None
 
 
-@pytest.fixture
-def dashboard_url(populated: Populated, redis_db: Redis, tmp_path: Path) -> Iterator[str]:  # noqa: F811
-    """URL of a dashboard server over the populated store and the test Redis; stopped after the test."""
-    fill_queue(redis_db, "dashboard-browser")
-    port = free_port()
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
+    result = poll(condition, timeout_s)
+    if not result:
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    return result
+
+
+def dashboard_environment(populated: Populated, queue_name: str, password: str | None = None) -> dict[str, str]:  # noqa: F811
+    """The environment of a dashboard over the populated store and the test Redis, with or without a password."""
     environment = {
         **os.environ,
         "DATABASE_URL": populated.database_url,
         "LINEGUARD_ARTIFACTS": str(populated.artifacts_root),
         "REDIS_URL": REDIS_TEST_URL,
-        "LINEGUARD_QUEUE": "dashboard-browser",
+        "LINEGUARD_QUEUE": queue_name,
         "LINEGUARD_ALARM_RATE": "0.2",
         "LINEGUARD_REVIEWER": "browser test",
     }
     environment.pop("LINEGUARD_DASHBOARD_PASSWORD", None)
-    log = (tmp_path / "streamlit.log").open("wb")
-    server = subprocess.Popen(streamlit_command("127.0.0.1", port), env=environment, stdout=log, stderr=subprocess.STDOUT)
+    if password is not None:
+        environment["LINEGUARD_DASHBOARD_PASSWORD"] = password
+    return environment
+
+
+@contextmanager
+def dashboard_server(environment: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
+    """A `lineguard dashboard` server process on localhost:``port``, healthy; yields its URL, stopped after."""
+    with log_path.open("ab") as log:
+        server = subprocess.Popen(streamlit_command("127.0.0.1", port), env=environment, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
         if server.poll() is not None:
-            raise AssertionError(f"dashboard exited with {server.returncode}: {(tmp_path / 'streamlit.log').read_text()}")
+            raise AssertionError(f"dashboard exited with {server.returncode}: {log_path.read_text()}")
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
                 return response.status == 200
@@ -105,7 +119,15 @@ def dashboard_url(populated: Populated, redis_db: Redis, tmp_path: Path) -> Iter
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-        log.close()
+
+
+@pytest.fixture
+def dashboard_url(populated: Populated, redis_db: Redis, tmp_path: Path) -> Iterator[str]:  # noqa: F811
+    """URL of a dashboard server over the populated store and the test Redis; stopped after the test."""
+    fill_queue(redis_db, "dashboard-browser")
+    environment = dashboard_environment(populated, "dashboard-browser")
+    with dashboard_server(environment, free_port(), tmp_path / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture
@@ -116,8 +138,9 @@ def downloads(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def browser(downloads: Path) -> Iterator[object]:
+@contextmanager
+def chromium(downloads: Path) -> Iterator[object]:
+    """A fresh headless Chromium (new empty profile) driven by selenium, saving downloads to ``downloads``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -135,6 +158,12 @@ def browser(downloads: Path) -> Iterator[object]:
             yield driver
         finally:
             driver.quit()
+
+
+@pytest.fixture
+def browser(downloads: Path) -> Iterator[object]:
+    with chromium(downloads) as driver:
+        yield driver
 
 
 def saved_review(database_url: str, inspection_id: int) -> tuple[str, str] | None:
@@ -192,3 +221,117 @@ def test_live_figures_gallery_and_a_saved_review_in_chromium(
     rows = pd.read_csv(exported)
     assert list(rows["id"]) == list(populated.queue_ids[2:])
     assert set(rows["verdict"]) == {"defect"} and rows["review_verdict"].isna().all()
+
+
+#: Every URL a visitor can open first: the default page by its two names and each other page.
+PAGE_URLS = ("/", "/live", "/review", "/models")
+PASSWORD = "correct horse battery staple"
+
+
+def page_state(driver) -> dict[str, object]:  # selenium WebDriver
+    """What the open page shows: whether its script run finished, the sign-in form, and any line data."""
+    from selenium.webdriver.common.by import By
+
+    def count(selector: str) -> int:
+        return len(driver.find_elements(By.CSS_SELECTOR, selector))
+
+    text = driver.find_element(By.TAG_NAME, "body").text
+    # Names and values that only the store holds: lines, cameras, model versions, parts, scores.
+    data_words = [word for word in ("line-a", "line-b", "cam-1", "ts-imagenet-1", "ts-random-1", "Part ", "score", "defect rate") if word in text]
+    return {
+        "idle": count('[data-testid="stApp"][data-test-script-state="notRunning"]') == 1,
+        "password_field": count('input[type="password"]') == 1,
+        "data_words": data_words,
+        "images": count('[data-testid="stImage"], [data-testid="stMain"] img'),
+        "review_buttons": count(".st-key-review_confirm, .st-key-review_false_alarm"),
+        "metrics": count('[data-testid="stMetric"]'),
+        "tables": count('[data-testid="stDataFrame"], [data-testid="stTable"]'),
+    }
+
+
+def shows_data(state: dict[str, object]) -> bool:
+    return bool(state["data_words"] or state["images"] or state["review_buttons"] or state["metrics"] or state["tables"])
+
+
+def page_content_shown(driver, path: str) -> bool:  # selenium WebDriver
+    """Whether the page of ``path`` shows what it is for (after signing in)."""
+    from selenium.webdriver.common.by import By
+
+    text = driver.find_element(By.TAG_NAME, "body").text
+    if path == "/review":
+        return len(driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')) >= 12 and "Part " in text
+    if path == "/models":
+        return "Evaluation metrics" in text and any(version in text for version in ("ts-imagenet-1", "ts-random-1"))
+    return "line-a defect rate" in text
+
+
+def sign_in(driver, password: str) -> None:  # selenium WebDriver
+    """Type ``password`` into the sign-in form and submit it, once the field takes keys."""
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        ElementNotInteractableException,
+        StaleElementReferenceException,
+    )
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    def typed() -> bool:
+        try:
+            # /live is no page of its own (Live is the default page, at /): Streamlit says "Page not
+            # found" in a dialog over the sign-in form, and shows the default page once signed in.
+            for close in driver.find_elements(By.CSS_SELECTOR, '[role="dialog"] button[aria-label="Close"]'):
+                close.click()
+            field = driver.find_element(By.CSS_SELECTOR, 'input[type="password"]')
+            field.clear()
+            field.send_keys(password)
+            field.send_keys(Keys.ENTER)  # submits the sign-in form
+        except (ElementClickInterceptedException, ElementNotInteractableException, StaleElementReferenceException):
+            return False  # the form is still being drawn or was redrawn
+        return True
+
+    wait_for(typed, WAIT_S, "the password field to take keys")
+
+
+def test_every_page_url_opened_first_asks_for_the_password_even_after_a_restart(
+    populated: Populated, redis_db: Redis, tmp_path: Path, downloads: Path  # noqa: F811
+) -> None:
+    """Each page URL is the first one a fresh server sees (a restart before each), then every URL again in
+    fresh browsers of a server where someone has signed in: none shows line data before the password."""
+    fill_queue(redis_db, "dashboard-gate")
+    environment = dashboard_environment(populated, "dashboard-gate", password=PASSWORD)
+    port = free_port()
+    opened: list[str] = []
+    shown_without_password: list[str] = []
+    not_shown_with_password: list[str] = []
+
+    def open_first(url: str, path: str) -> None:
+        with chromium(downloads) as driver:
+            driver.get(url + path)
+            state = wait_for(
+                lambda: (lambda now: now if now["idle"] and (now["password_field"] or shows_data(now)) else None)(page_state(driver)),
+                WAIT_S,
+                f"{path} to finish its first run",
+            )
+            opened.append(path)
+            if shows_data(state) or not state["password_field"]:
+                shown_without_password.append(f"{path}: {state}")
+                return
+            sign_in(driver, PASSWORD)
+            if not poll(lambda: page_content_shown(driver, path), WAIT_S):
+                not_shown_with_password.append(path)
+
+    for path in PAGE_URLS:
+        with dashboard_server(environment, port, tmp_path / "streamlit.log") as url:  # a restart before each
+            open_first(url, path)
+    with dashboard_server(environment, port, tmp_path / "streamlit.log") as url:
+        open_first(url, "/")  # someone signs in on this server...
+        for path in PAGE_URLS:  # ...and the next visitors still have to
+            open_first(url, path)
+
+    print(
+        f"pages shown without the password: {len(shown_without_password)} of {len(opened)} opened; "
+        f"not shown after it: {len(not_shown_with_password)}"
+    )
+    assert len(opened) == 2 * len(PAGE_URLS) + 1
+    assert shown_without_password == [], f"{len(shown_without_password)} of {len(opened)} pages shown without the password"
+    assert not_shown_with_password == [], f"pages that did not show their content after the password: {not_shown_with_password}"

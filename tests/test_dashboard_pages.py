@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from store_fixtures import db_url, postgres_run_database  # noqa: F401  (fixture
 from redis import Redis
 from streamlit.testing.v1 import AppTest
 
+from dashboard import auth
 from dashboard.queries import inspections_export
 from store import (
     InspectionFilter,
@@ -44,7 +46,7 @@ def open_page(page: str) -> AppTest:
     at = app()
     at.run()
     if page != "live":
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [item.value for item in at.exception]
     return at
 
@@ -294,12 +296,12 @@ def test_every_page_and_a_review_on_postgresql(
     at = open_page("live")
     assert "line-a defect rate, last hour" in metrics(at)
     assert table_with(at, "alarm")["frames"].sum() == sum(store.recent_frames.values())
-    at.switch_page("pages/review.py").run()
+    at.switch_page("views/review.py").run()
     assert metrics(at)["Awaiting review"] == str(len(store.queue_ids))
     assert len(at.get("image")) == 12 + 2
     at.button(key="review_false_alarm").click().run()
     assert reviews_of(db_url, [store.queue_ids[0]]) == {store.queue_ids[0]: ("false_alarm", None, "test reviewer")}
-    at.switch_page("pages/models.py").run()
+    at.switch_page("views/models.py").run()
     assert not at.exception
     assert set(table_with(at, "calibration threshold")["version"]) == {"ts-imagenet-1", "ts-random-1"}
 
@@ -319,6 +321,98 @@ def test_password_gate(dashboard_env: Populated, monkeypatch: pytest.MonkeyPatch
     at.text_input(key="sign_in_password").input("open sesame")
     at.button[0].click().run()
     assert "line-a defect rate, last hour" in metrics(at)
+
+
+PASSWORD = "open sesame"
+#: Every page script of the navigation.
+VIEWS = ("live", "review", "models")
+
+
+class StepClock:
+    """A monotonic clock that moves only when told to, for the sign-in throttle."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def throttle_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[StepClock]:
+    """A password set, and a fresh server-wide sign-in throttle on a clock the test moves; forgotten after."""
+    monkeypatch.setenv("LINEGUARD_DASHBOARD_PASSWORD", PASSWORD)
+    auth.server_throttle.clear()
+    clock = StepClock()
+    auth.server_throttle().clock = clock
+    yield clock
+    auth.server_throttle.clear()
+
+
+def attempt(at: AppTest, password: str) -> AppTest:
+    at.text_input(key="sign_in_password").input(password)
+    at.button[0].click().run()
+    return at
+
+
+@pytest.mark.parametrize("page", VIEWS)
+def test_no_page_runs_and_nothing_is_read_before_the_password(
+    page: str, dashboard_env: Populated, throttle_clock: StepClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store without the schema: any query before the gate would put that on the page.
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    at = app()
+    at.run()
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception and not at.error
+    assert [title.value for title in at.title] == ["lineguard"]
+    assert not at.metric and not at.dataframe and not at.get("image") and not at.subheader
+    assert [button.label for button in at.button] == ["Sign in"]
+    attempt(at, PASSWORD)
+    assert len(at.error) == 1 and "no lineguard tables" in at.error[0].value  # past the gate, the store is read
+
+
+def test_the_gate_opens_on_the_page_asked_for(dashboard_env: Populated, throttle_clock: StepClock) -> None:
+    at = app()
+    at.run()
+    at.switch_page("views/models.py").run()
+    attempt(at, PASSWORD)
+    assert not at.exception
+    assert set(table_with(at, "calibration threshold")["version"]) == {"ts-imagenet-1", "ts-random-1"}
+
+
+def test_wrong_passwords_in_a_row_make_the_session_wait_longer_each_time(
+    dashboard_env: Populated, throttle_clock: StepClock
+) -> None:
+    at = app()
+    at.run()
+    assert [error.value for error in attempt(at, "guess 1").error] == ["Wrong password."]  # a typo costs nothing
+    assert [error.value for error in attempt(at, "guess 2").error] == ["Wrong password."]
+    # The right password, too soon: refused without being checked.
+    assert [error.value for error in attempt(at, PASSWORD).error] == ["Too many wrong passwords: try again in 1 s."]
+    assert not at.metric
+    throttle_clock.now += 1.0
+    assert [error.value for error in attempt(at, "guess 3").error] == ["Wrong password."]
+    throttle_clock.now += 1.5
+    assert [error.value for error in attempt(at, PASSWORD).error] == ["Too many wrong passwords: try again in 1 s."]
+    throttle_clock.now += 0.5  # the third wrong password in a row costs 2 s
+    attempt(at, PASSWORD)
+    assert "line-a defect rate, last hour" in metrics(at)
+
+
+def test_a_new_session_does_not_escape_the_server_wide_wait(dashboard_env: Populated, throttle_clock: StepClock) -> None:
+    free = auth.SERVER_BACKOFF.free
+    for index in range(free + 1):  # one wrong password in each of several new sessions: none waits for itself
+        at = app()
+        at.run()
+        assert [error.value for error in attempt(at, f"guess {index}").error] == ["Wrong password."]
+    fresh = app()
+    fresh.run()
+    assert [error.value for error in attempt(fresh, PASSWORD).error] == ["Too many wrong passwords: try again in 1 s."]
+    assert not fresh.metric
+    throttle_clock.now += auth.SERVER_BACKOFF.first_s
+    attempt(fresh, PASSWORD)
+    assert "line-a defect rate, last hour" in metrics(fresh)
 
 
 def test_a_bad_setting_is_named(dashboard_env: Populated, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -174,6 +174,21 @@ def test_settings_come_from_the_environment_when_asked():
         Settings(redis_ulr=LINE_REDIS_URL)
 
 
+def test_the_file_size_limit_comes_from_the_environment_or_the_command_line(sqlite_line_settings, tmp_path, monkeypatch, capsys):  # noqa: F811
+    assert Settings.from_environment({}).max_file_bytes == 64 * 2**20
+    assert Settings.from_environment({"LINEGUARD_MAX_FILE_MB": "0.5"}).max_file_bytes == 2**19
+    with pytest.raises(ValidationError, match="max_file_mb"):
+        Settings.from_environment({"LINEGUARD_MAX_FILE_MB": "-1"})
+    assert run(capsys, "db", "upgrade")[0] == 0
+    folder = write_images(tmp_path / "in", {"small.png": png(make_part(np.random.default_rng(0), False))})
+    (folder / "large.png").write_bytes(b"\0" * 2**20)
+    monkeypatch.setenv("LINEGUARD_MAX_FILE_MB", "2")
+    code, out, _ = run(capsys, "ingest", "folder", str(folder), "--line", LINE, "--camera", CAMERA, "--no-progress", "--max-file-mb", "0.5")
+    assert code == 0 and "1 published" in out and "1 skipped (1 size)" in out
+    code, _, err = run(capsys, "ingest", "folder", str(folder), "--line", LINE, "--camera", CAMERA, "--max-file-mb", "0")
+    assert code == 2 and "max_file_mb" in err
+
+
 def test_status_and_models_list_never_migrate_and_say_what_to_run(sqlite_line_settings, capsys):  # noqa: F811
     for command in (("status",), ("models", "list")):
         code, _, err = run(capsys, *command)

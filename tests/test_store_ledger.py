@@ -22,6 +22,7 @@ from store import (
     unsettled_stream_frames,
     write_inspections,
 )
+from store.records import record_source_events, skipped_file_counts
 from store_fixtures import make_record
 
 CLAIMERS = 8
@@ -64,6 +65,21 @@ def test_source_events_read_back_newest_first(store_engine: Engine) -> None:  # 
     assert [(e.line, e.kind) for e in events] == expected
     assert events[0].message == "timeout after 5 s"
     assert [e.kind for e in recent_source_events(store_engine, limit=1, line="line-1")] == ["disconnected"]
+
+
+def test_skipped_files_are_counted_per_line_camera_and_reason(store_engine: Engine) -> None:  # noqa: F811
+    record_source_events(
+        store_engine, "line-1", "cam-1", "folder:/in",
+        [("skipped:kind", "/in/x.png: a FIFO"), ("skipped:kind", "/in/y.png: a socket"), ("skipped:size", "/in/big.png: 9 bytes")],
+    )
+    record_source_events(store_engine, "line-1", "cam-2", "folder:/in2", [("skipped:extension", "/in2/a.gif"), ("started", None)])
+    record_source_event(store_engine, "line-2", "cam-1", "folder:/in3", "stopped", "skipped_counts look-alike")
+    record_source_events(store_engine, "line-2", "cam-1", "folder:/in3", [])  # nothing to record: no transaction
+    assert skipped_file_counts(store_engine) == {
+        ("line-1", "cam-1"): {"kind": 2, "size": 1},
+        ("line-1", "cam-2"): {"extension": 1},
+    }
+    assert [event.kind for event in recent_source_events(store_engine, line="line-1")][-1] == "skipped:kind"
 
 
 def test_a_claim_keeps_its_frame_id_until_it_is_settled(store_engine: Engine) -> None:  # noqa: F811

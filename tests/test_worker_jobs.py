@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hostile_fixtures import jpeg_bomb
 from line_fixtures import (
     LINE,
     QUEUE,
@@ -31,6 +32,7 @@ from store_fixtures import db_url, postgres_run_database, store_engine  # noqa: 
 
 from wire.protocol import frame_key, make_queue
 from model.checkpoint import load_checkpoint, save_checkpoint
+from model.images import MIN_SIDE
 from store.artifacts import FileArtifactStore
 from store.records import activate_model, inspections_frame, register_model
 from worker.context import WorkerContext, installed
@@ -149,6 +151,34 @@ def test_bad_frames_become_error_rows_and_the_rest_of_the_batch_is_scored(line_r
         assert rows[origin]["verdict"] == "error" and rows[origin]["score"] is None
         assert rows[origin]["frame_id"] in rows[origin]["error"]
     assert (outcome.scored, outcome.errors) == (5, 5)
+
+
+def test_a_tiny_frame_a_bomb_and_a_foreign_format_get_error_rows_not_verdicts(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    register_checkpoint(sqlite_engine, small_checkpoint)
+    part = make_part(np.random.default_rng(7), defective=False)
+    files = {
+        "good": png(part),
+        "one-pixel": png(part[:1, :1]),
+        "thin": png(part[:MIN_SIDE - 1]),
+        # Just over the limit: were it decoded in this uncapped process, it would cost 200 MB, not 1.2 GB
+        # (the 20000x20000 bomb goes through a capped worker in test_line_hostile_folder).
+        "bomb": jpeg_bomb(side=8100, noise_side=64),
+        "gif": b"GIF89a" + png(part)[6:],
+    }
+    frames = [make_frame(data, origin) for origin, data in files.items()]
+    publish(line_redis, frames, batch_size=len(frames))
+
+    outcome = score_batch(make_context(line_redis, sqlite_engine, tmp_path), queued_payloads(line_redis)[0])
+
+    rows = rows_by_origin(sqlite_engine, frames)
+    assert rows["good"]["verdict"] == "good"
+    assert f"smaller than {MIN_SIDE} px" in rows["one-pixel"]["error"] and "PNG of 1x1" in rows["one-pixel"]["error"]
+    assert f"smaller than {MIN_SIDE} px" in rows["thin"]["error"]
+    assert "JPEG of 8100x8100 exceeds" in rows["bomb"]["error"]
+    assert "not one of the accepted formats" in rows["gif"]["error"]
+    for origin in ("one-pixel", "thin", "bomb", "gif"):
+        assert rows[origin]["verdict"] == "error" and rows[origin]["score"] is None
+    assert (outcome.scored, outcome.errors) == (1, 4)
 
 
 def test_bytes_lost_with_redis_before_their_expiry_get_no_error_row(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811

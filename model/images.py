@@ -71,14 +71,27 @@ def to_rgb8(decoded: np.ndarray, name: str = "image") -> np.ndarray:
     raise InvalidImageError(f"{name}: unsupported channel count {decoded.shape[2]}")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """A file -> (H,W,3) uint8 RGB. Raises InvalidImageError naming the file."""
-    path = Path(path)
+def _read_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as error:
         raise InvalidImageError(f"{path}: cannot read ({error.strerror})") from error
-    return decode_image(data, str(path))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """A file -> (H,W,3) uint8 RGB. Raises InvalidImageError naming the file."""
+    return decode_image(_read_bytes(Path(path)), str(path))
+
+
+def read_image_shape(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file from its header, without decoding it; the same checks
+    as `read_image` (accepted format, size limits), so an image it passes will decode."""
+    data = _read_bytes(Path(path))
+    if not data:
+        raise InvalidImageError(f"{path}: empty file")
+    header = read_header(data, str(path))
+    check_size(header, str(path))
+    return header.height, header.width
 
 
 def read_mask(path: str | Path) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Three kinds of product, each drawn from the given seed:
 - `washer`: a textured washer on a belt, an object (scratches, dark spots, chipped edges);
-- `weave`: a woven fabric, a texture without an object (stains, holes, pulled threads, cuts);
+- `weave`: a woven fabric, a texture without an object (faint stains, small holes, pulled threads, cuts);
 - `strip`: a long brushed-metal strip with mounting holes, 2000x500 by default (small
   scratches, pits and dents: a few dozen pixels on a megapixel image).
 Good parts vary a little in position and lighting, as they would under a line camera.
@@ -82,24 +82,28 @@ def defective_part(size: int, rng: np.random.Generator, kind: str | None = None)
 
 
 def good_weave(size: int, rng: np.random.Generator) -> np.ndarray:
-    """(size,size,3) uint8 RGB image of a defect-free plain-weave fabric."""
+    """(size,size,3) uint8 RGB image of a defect-free plain-weave fabric, a little warped and
+    unevenly lit as cloth on a roller is."""
     period = size / 24 * rng.uniform(0.97, 1.03)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    u = (xx + rng.uniform(0, period)) / period
-    v = (yy + rng.uniform(0, period)) / period
+    # Cloth is never flat: a slow random warp of both thread directions.
+    warp_x, warp_y = (cv2.resize(rng.normal(0, 0.15 * period, (4, 4)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC) for _ in range(2))
+    u = (xx + warp_x + rng.uniform(0, period)) / period
+    v = (yy + warp_y + rng.uniform(0, period)) / period
     # Each thread's cross-section is bright in its middle; warp and weft alternate on top.
     warp = np.abs(np.sin(np.pi * u)) ** 0.6
     weft = np.abs(np.sin(np.pi * v)) ** 0.6
     warp_on_top = (np.floor(u) + np.floor(v)) % 2 == 0
     relief = np.where(warp_on_top, warp * (0.8 + 0.2 * weft), weft * (0.8 + 0.2 * warp))
     fibres = cv2.resize(rng.normal(0, 1, (size // 2, size // 2)).astype(np.float32), (size, size))
-    shade = (0.55 + 0.45 * relief + 0.04 * fibres) * rng.uniform(0.93, 1.07)
+    lighting = 1 + 0.08 * cv2.resize(rng.normal(0, 1, (3, 3)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    shade = (0.55 + 0.45 * relief + 0.06 * fibres) * lighting * rng.uniform(0.93, 1.07)
     colour = np.array([150.0, 118.0, 86.0]) * rng.uniform(0.97, 1.03, 3)
     return np.clip(shade[..., None] * colour, 0, 255).astype(np.uint8)
 
 
 def add_weave_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draw a fabric defect of `kind` on a copy of `image`; returns (image, (H,W) bool mask)."""
+    """Draw a faint fabric defect of `kind` on a copy of `image`; returns (image, (H,W) bool mask)."""
     if kind not in WEAVE_DEFECT_KINDS:
         raise ValueError(f"weave defect kind must be one of {WEAVE_DEFECT_KINDS}, got {kind!r}")
     size = image.shape[0]
@@ -107,26 +111,25 @@ def add_weave_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> 
     mask = np.zeros(image.shape[:2], dtype=np.uint8)
     x, y = (int(v) for v in rng.uniform(0.15, 0.85, 2) * size)
     if kind == "stain":
-        radius = int(rng.uniform(0.03, 0.06) * size)
+        radius = int(rng.uniform(0.02, 0.05) * size)
         cv2.ellipse(mask, (x, y), (radius, int(radius * rng.uniform(0.5, 1.0))), rng.uniform(0, 180), 0, 360, 1, -1)
-        soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), radius / 4)
-        out = out * (1 - 0.45 * soft[..., None]) + 0.45 * soft[..., None] * np.array([60.0, 70.0, 40.0])
+        soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), radius / 4)[..., None]
+        out = out * (1 - 0.2 * soft) + 0.2 * soft * np.array([90.0, 100.0, 60.0])
     elif kind == "hole":
-        radius = int(rng.uniform(0.015, 0.035) * size)
-        cv2.ellipse(mask, (x, y), (radius, int(radius * rng.uniform(0.6, 1.0))), rng.uniform(0, 180), 0, 360, 1, -1)
-        out[mask.astype(bool)] = (25.0, 22.0, 20.0)
+        radius = int(rng.uniform(0.008, 0.016) * size) + 1
+        cv2.ellipse(mask, (x, y), (radius, int(radius * rng.uniform(0.6, 1.0)) + 1), rng.uniform(0, 180), 0, 360, 1, -1)
+        out[mask.astype(bool)] *= 0.45
     elif kind == "pull":
-        length = int(rng.uniform(0.1, 0.25) * size)
-        horizontal = rng.random() < 0.5
-        end = (x + length, y) if horizontal else (x, y + length)
-        cv2.line(mask, (x, y), end, 1, max(2, size // 128))
-        out[mask.astype(bool)] = out[mask.astype(bool)] * 1.35 + 20
+        length = int(rng.uniform(0.06, 0.15) * size)
+        end = (x + length, y) if rng.random() < 0.5 else (x, y + length)
+        cv2.line(mask, (x, y), end, 1, max(2, size // 200))
+        out[mask.astype(bool)] = out[mask.astype(bool)] * 1.12 + 6
     else:
-        length = rng.uniform(0.08, 0.18) * size
+        length = rng.uniform(0.05, 0.12) * size
         direction = rng.uniform(0, np.pi)
         end = (int(x + length * np.cos(direction)), int(y + length * np.sin(direction)))
-        cv2.line(mask, (x, y), end, 1, max(1, size // 256))
-        out[mask.astype(bool)] *= 0.35
+        cv2.line(mask, (x, y), end, 1, max(1, size // 400))
+        out[mask.astype(bool)] *= 0.7
     return np.clip(out, 0, 255).astype(np.uint8), mask.astype(bool)
 
 

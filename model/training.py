@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from model.augment import augmented_view
@@ -24,7 +23,7 @@ from model.checkpoint import save_checkpoint
 from model.devices import autocast, resolve_device, resolve_precision
 from model.errors import DatasetError, InvalidImageError
 from model.geometry import fit_image, input_shape_for, to_network_input
-from model.images import list_images, read_image
+from model.images import IMAGE_SUFFIXES, list_images, read_image, read_image_shape
 from model.loss import distillation_loss
 from model.recipe import Recipe, TrainingSettings
 from model.scoring import InspectionModel, TeacherStudent
@@ -57,28 +56,21 @@ def good_image_folder(data_dir: Path) -> tuple[Path, str]:
     return data_dir, "folder"
 
 
-def _image_shape(path: Path) -> tuple[int, int] | None:
-    """(height, width) from the file's header, without decoding its pixels; None if unreadable."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-    return height, width
-
-
 def find_good_images(folder: Path) -> tuple[list[Path], list[tuple[int, int]], list[str]]:
     """Image files of `folder` with their (height, width), and the names of files skipped."""
     candidates = sorted(p for p in folder.iterdir() if p.is_file())
     image_paths = set(list_images(folder))
     paths, shapes, skipped = [], [], []
     for path in candidates:
-        shape = _image_shape(path) if path in image_paths else None
-        if shape is None:
+        try:
+            if path not in image_paths:
+                raise InvalidImageError(f"{path}: not an image file name ({', '.join(IMAGE_SUFFIXES)})")
+            shapes.append(read_image_shape(path))
+        except InvalidImageError as error:
+            log.debug("skipping %s", error)
             skipped.append(path.name)
             continue
         paths.append(path)
-        shapes.append(shape)
     if skipped:
         log.warning("skipped %d file(s) that are not readable images: %s", len(skipped), ", ".join(skipped[:10]))
     return paths, shapes, skipped

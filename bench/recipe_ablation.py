@@ -2,8 +2,9 @@
 
 Each variant is a name and JSON overrides of `Recipe` and `TrainingSettings` fields. Besides the
 recipe's own figures (`lineguard eval`'s metrics), every model's maps are also scored other ways
-after the fact, from one pass over the test images: the image score (max or a top-k mean) and
-whether each scale's map is first divided by its mean over the calibration images. Models are
+after the fact, from one pass over the test images: the image score (max or a top-k mean), and
+the scales weighted as the model weighs them (by their means on good training images), summed
+unweighted, or each alone. Models are
 trained one after another (never two at once) and kept, so a rerun only evaluates.
 
     .venv/bin/python bench/recipe_ablation.py --category ../shared/data/mvtec_toothbrush \\
@@ -48,33 +49,31 @@ def image_score(anomaly_map: torch.Tensor, fraction: float | None) -> float:
     return float(flat.topk(max(1, int(round(flat.numel() * fraction)))).values.mean())
 
 
-def post_hoc(model: InspectionModel, category: Path, calibration_paths: list[Path]) -> dict[str, float]:
-    """Image AUROC (and pixel AUROC) of the model's maps combined and scored other ways."""
+def post_hoc(model: InspectionModel, category: Path) -> dict[str, float]:
+    """Image AUROC (and pixel AUROC) of the model's maps combined and scored other ways: the
+    scales weighted as the model weighs them, unweighted, and each scale alone."""
     cases = find_test_cases(category)
     labels = np.array([case.is_defective for case in cases], dtype=int)
-    calibration = [m for start in range(0, len(calibration_paths), 8) for m in scale_maps(model, [read_image(p) for p in calibration_paths[start : start + 8]])]
-    scale_means = [float(torch.stack([maps[k].mean() for maps in calibration]).mean()) for k in range(len(calibration[0]))]
+    weights = model.network.scale_weights.cpu()
+    combinations = {"weighted": lambda maps: sum(m * w for m, w in zip(maps, weights)), "unweighted": sum}
+    combinations.update({f"{tap} alone": (lambda maps, k=k: maps[k]) for k, tap in enumerate(model.recipe.taps)})
     rows: dict[str, list[float]] = {}
-    pixel_maps: dict[str, list[np.ndarray]] = {"raw": [], "scale-normalised": []}
+    pixel_maps: dict[str, list[np.ndarray]] = {"weighted": [], "unweighted": []}
     masks = []
     for start in range(0, len(cases), 8):
         chunk = cases[start : start + 8]
         images = [read_image(case.image) for case in chunk]
         for case, image, maps in zip(chunk, images, scale_maps(model, images)):
-            combined = {
-                "raw": sum(maps),
-                "scale-normalised": sum(m / mean for m, mean in zip(maps, scale_means)),
-            }
-            for kind, total in combined.items():
-                blurred = model.network.blur(total.unsqueeze(0))[0]
+            for kind, combine in combinations.items():
+                blurred = model.network.blur(combine(maps).unsqueeze(0))[0]
                 for score_name, fraction in IMAGE_SCORES.items():
                     rows.setdefault(f"{kind} {score_name}", []).append(image_score(blurred, fraction))
-                pixel_maps[kind].append(cv2.resize(blurred.numpy(), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR))
+                if kind in pixel_maps:
+                    pixel_maps[kind].append(cv2.resize(blurred.numpy(), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR))
             masks.append(read_mask(case.mask) if case.mask else np.zeros(image.shape[:2], dtype=bool))
     figures = {f"image_auroc {name}": image_auroc(labels, np.array(values)) for name, values in rows.items()}
     for kind, maps in pixel_maps.items():
         figures[f"pixel_auroc {kind}"] = pixel_auroc(masks, maps)
-    figures["scale_means"] = scale_means
     return figures
 
 
@@ -88,9 +87,7 @@ def run_variant(category: Path, name: str, overrides: dict, runs: Path, weights:
     model = load_checkpoint(checkpoint)
     started = time.monotonic()
     figures = evaluate(model, category, runs / f"{category.name}-{name}-report", progress=False)
-    folder = Path(payload["training_data"]["folder"])
-    calibration_paths = [folder / image for image in payload["training_data"]["calibration_images"]]
-    figures.update(post_hoc(model, category, calibration_paths))
+    figures.update(post_hoc(model, category))
     figures.update(
         category=category.name,
         variant=name,
@@ -122,8 +119,9 @@ def main() -> None:
             print(
                 f"{category.name:>20} {name:>16}: image {figures['image_auroc']:.3f} pixel {figures['pixel_auroc']:.3f} "
                 f"aupro {figures['aupro']:.3f} FRR {figures['false_reject_rate']:.3f} recall {figures['defect_recall']:.3f} "
-                f"| scale-normalised top5% {figures['image_auroc scale-normalised top5%']:.3f} max {figures['image_auroc raw max']:.3f} "
-                f"top1% {figures['image_auroc raw top1%']:.3f} top10% {figures['image_auroc raw top10%']:.3f} "
+                f"| weighted max {figures['image_auroc weighted max']:.3f} top1% {figures['image_auroc weighted top1%']:.3f} "
+                f"top5% {figures['image_auroc weighted top5%']:.3f} top10% {figures['image_auroc weighted top10%']:.3f} "
+                f"| unweighted top5% {figures['image_auroc unweighted top5%']:.3f} "
                 f"| train {figures['train_seconds']:.0f} s",
                 flush=True,
             )

@@ -10,8 +10,9 @@ the draws, on test/good).
     .venv/bin/python bench/calibration_bounds.py runs/ablation/mvtec_toothbrush-default.pt \\
         runs/ablation/mvtec_toothbrush-default-report/scores.csv [more pairs] --subsets 10 20 40
 
-`--simulate` instead draws calibration sets of n normal scores, many times, and prints the false
-reject rate each calibration really has (its mean and spread) for the recipe's bound, by n.
+`--simulate` instead draws calibration sets of n scores (normal, and right-skewed lognormal),
+many times, and prints the false-reject rate each calibration really has (its mean and spread)
+for the recipe's bound and the normal prediction bound alone, by n.
 
     .venv/bin/python bench/calibration_bounds.py --simulate
 """
@@ -25,24 +26,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import t as student_t
+from scipy.stats import norm
 
-from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration
+from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration, normal_prediction_bound, order_statistic_bound
 from model.checkpoint import read_checkpoint
 
 
 def normal_bound(scores: np.ndarray, rate: float) -> float:
-    return fit_calibration(scores, rate).threshold
+    return normal_prediction_bound(scores, rate)
 
 
 def lognormal_bound(scores: np.ndarray, rate: float) -> float:
-    return float(np.exp(fit_calibration(np.log(scores), rate).threshold))
+    return float(np.exp(normal_prediction_bound(np.log(scores), rate)))
 
 
 def order_statistic(scores: np.ndarray, rate: float) -> float:
-    """Conformal: the k-th smallest, k = ceil((n+1)(1-rate)); inf when n is too small for the rate."""
-    k = math.ceil((scores.size + 1) * (1 - rate))
-    return float(np.sort(scores)[k - 1]) if k <= scores.size else math.inf
+    """Conformal order statistic; inf when n is too small for the rate."""
+    bound = order_statistic_bound(scores, rate)
+    return math.inf if bound is None else bound
 
 
 def maximum(scores: np.ndarray, rate: float) -> float:
@@ -50,12 +51,15 @@ def maximum(scores: np.ndarray, rate: float) -> float:
 
 
 def normal_plug_in(scores: np.ndarray, rate: float) -> float:
-    from scipy.stats import norm
-
     return float(scores.mean() + norm.ppf(1 - rate) * scores.std(ddof=1))
 
 
+def recipe_bound(scores: np.ndarray, rate: float) -> float:
+    return fit_calibration(scores, rate).threshold
+
+
 BOUNDS: dict[str, Callable[[np.ndarray, float], float]] = {
+    "recipe (higher of normal, order)": recipe_bound,
     "normal prediction bound": normal_bound,
     "lognormal prediction bound": lognormal_bound,
     "normal plug-in quantile": normal_plug_in,
@@ -72,15 +76,25 @@ def read_scores(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(good), np.array(defective)
 
 
-def simulate(rate: float, draws: int, rng: np.random.Generator) -> None:
-    """The false-reject rate realised by one calibration on n normal scores, over many draws."""
-    from scipy.stats import norm
+# Score distributions to simulate, with their survival functions: normal, and a right-skewed one
+# (lognormal, sigma 0.5) like the good scores of a texture.
+DISTRIBUTIONS: dict[str, tuple[Callable[[np.random.Generator, int], np.ndarray], Callable[[float], float]]] = {
+    "normal": (lambda rng, n: rng.normal(0.0, 1.0, n), lambda t: float(norm.sf(t))),
+    "lognormal": (lambda rng, n: rng.lognormal(0.0, 0.5, n), lambda t: float(norm.sf(np.log(t) / 0.5))),
+}
 
-    print(f"stated rate {rate:.1%}; realised rate over {draws} calibrations of n good parts (normal scores)")
-    print(f"{'n':>5} {'mean':>7} {'median':>7} {'90th pct':>8} {'99th pct':>8}")
-    for n in (MIN_CALIBRATION_IMAGES, 12, 20, 50, 100, 250):
-        realised = np.array([norm.sf(fit_calibration(rng.normal(0.0, 1.0, n), rate).threshold) for _ in range(draws)])
-        print(f"{n:5d} {realised.mean():7.4f} {np.median(realised):7.4f} {np.quantile(realised, 0.9):8.4f} {np.quantile(realised, 0.99):8.4f}")
+
+def simulate(rate: float, draws: int, rng: np.random.Generator) -> None:
+    """The false-reject rate realised by one calibration on n scores, over many draws, for the
+    recipe's bound and the normal prediction bound alone."""
+    print(f"stated rate {rate:.1%}; realised rate over {draws} calibrations of n good parts")
+    print(f"{'scores':>10} {'bound':>8} {'n':>5} {'mean':>7} {'median':>7} {'90th pct':>8} {'99th pct':>8}")
+    for name, (draw, survival) in DISTRIBUTIONS.items():
+        for bound_name, bound in (("recipe", recipe_bound), ("normal", normal_bound)):
+            for n in (MIN_CALIBRATION_IMAGES, 12, 20, 50, 100, 250):
+                realised = np.array([survival(bound(draw(rng, n), rate)) for _ in range(draws)])
+                print(f"{name:>10} {bound_name:>8} {n:5d} {realised.mean():7.4f} {np.median(realised):7.4f} "
+                      f"{np.quantile(realised, 0.9):8.4f} {np.quantile(realised, 0.99):8.4f}")
 
 
 def main() -> None:
@@ -99,10 +113,10 @@ def main() -> None:
         good, defective = read_scores(Path(scores_csv))
         print(f"\n{checkpoint}: {calibration.size} calibration scores (mean {calibration.mean():.4f}, sd {calibration.std(ddof=1):.4f}); "
               f"test/good {good.size} (mean {good.mean():.4f}, sd {good.std(ddof=1):.4f}); defective {defective.size}")
-        print(f"{'bound':>30} {'threshold':>10} {'good flagged':>13} {'defects caught':>15}" + "".join(f" {f'FRR n={n}':>10}" for n in args.subsets))
+        print(f"{'bound':>33} {'threshold':>10} {'good flagged':>13} {'defects caught':>15}" + "".join(f" {f'FRR n={n}':>10}" for n in args.subsets))
         for name, bound in BOUNDS.items():
             threshold = bound(calibration, args.rate)
-            row = f"{name:>30} {threshold:10.4f} {int((good > threshold).sum()):>6} of {good.size:<4} {int((defective > threshold).sum()):>7} of {defective.size:<5}"
+            row = f"{name:>33} {threshold:10.4f} {int((good > threshold).sum()):>6} of {good.size:<4} {int((defective > threshold).sum()):>7} of {defective.size:<5}"
             for n in args.subsets:
                 rates = []
                 for _ in range(args.draws):

@@ -32,10 +32,6 @@ from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration, normal_pr
 from model.checkpoint import read_checkpoint
 
 
-def normal_bound(scores: np.ndarray, rate: float) -> float:
-    return normal_prediction_bound(scores, rate)
-
-
 def lognormal_bound(scores: np.ndarray, rate: float) -> float:
     return float(np.exp(normal_prediction_bound(np.log(scores), rate)))
 
@@ -60,7 +56,7 @@ def recipe_bound(scores: np.ndarray, rate: float) -> float:
 
 BOUNDS: dict[str, Callable[[np.ndarray, float], float]] = {
     "recipe (higher of normal, order)": recipe_bound,
-    "normal prediction bound": normal_bound,
+    "normal prediction bound": normal_prediction_bound,
     "lognormal prediction bound": lognormal_bound,
     "normal plug-in quantile": normal_plug_in,
     "order statistic (conformal)": order_statistic,
@@ -90,7 +86,7 @@ def simulate(rate: float, draws: int, rng: np.random.Generator) -> None:
     print(f"stated rate {rate:.1%}; realised rate over {draws} calibrations of n good parts")
     print(f"{'scores':>10} {'bound':>8} {'n':>5} {'mean':>7} {'median':>7} {'90th pct':>8} {'99th pct':>8}")
     for name, (draw, survival) in DISTRIBUTIONS.items():
-        for bound_name, bound in (("recipe", recipe_bound), ("normal", normal_bound)):
+        for bound_name, bound in (("recipe", recipe_bound), ("normal", normal_prediction_bound)):
             for n in (MIN_CALIBRATION_IMAGES, 12, 20, 50, 100, 250):
                 realised = np.array([survival(bound(draw(rng, n), rate)) for _ in range(draws)])
                 print(f"{name:>10} {bound_name:>8} {n:5d} {realised.mean():7.4f} {np.median(realised):7.4f} "

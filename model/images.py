@@ -30,13 +30,20 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
 
     The size is checked from the header (see model.image_headers) before anything is decoded.
     """
-    if not data:
-        raise InvalidImageError(f"{name}: empty file")
-    check_size(read_header(data, name), name)
+    checked_header(data, name)
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise InvalidImageError(f"{name}: not a decodable image (corrupt, truncated or unknown format)")
     return to_rgb8(decoded, name)
+
+
+def checked_header(data: bytes, name: str = "image") -> ImageHeader:
+    """The header of encoded image bytes, refused when empty, of an unaccepted format or size."""
+    if not data:
+        raise InvalidImageError(f"{name}: empty file")
+    header = read_header(data, name)
+    check_size(header, name)
+    return header
 
 
 def check_size(header: ImageHeader, name: str = "image") -> None:
@@ -86,11 +93,7 @@ def read_image(path: str | Path) -> np.ndarray:
 def read_image_shape(path: str | Path) -> tuple[int, int]:
     """(height, width) of an image file from its header, without decoding it; the same checks
     as `read_image` (accepted format, size limits), so an image it passes will decode."""
-    data = _read_bytes(Path(path))
-    if not data:
-        raise InvalidImageError(f"{path}: empty file")
-    header = read_header(data, str(path))
-    check_size(header, str(path))
+    header = checked_header(_read_bytes(Path(path)), str(path))
     return header.height, header.width
 
 

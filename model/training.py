@@ -23,7 +23,7 @@ from model.checkpoint import save_checkpoint
 from model.devices import autocast, resolve_device, resolve_precision
 from model.errors import DatasetError, InvalidImageError
 from model.geometry import fit_image, input_shape_for, to_network_input
-from model.images import IMAGE_SUFFIXES, list_images, read_image, read_image_shape
+from model.images import list_images, read_image, read_image_shape
 from model.loss import distillation_loss
 from model.recipe import Recipe, TrainingSettings
 from model.scoring import InspectionModel, TeacherStudent
@@ -62,15 +62,14 @@ def find_good_images(folder: Path) -> tuple[list[Path], list[tuple[int, int]], l
     image_paths = set(list_images(folder))
     paths, shapes, skipped = [], [], []
     for path in candidates:
-        try:
-            if path not in image_paths:
-                raise InvalidImageError(f"{path}: not an image file name ({', '.join(IMAGE_SUFFIXES)})")
-            shapes.append(read_image_shape(path))
-        except InvalidImageError as error:
-            log.debug("skipping %s", error)
-            skipped.append(path.name)
-            continue
-        paths.append(path)
+        if path in image_paths:
+            try:
+                shapes.append(read_image_shape(path))
+                paths.append(path)
+                continue
+            except InvalidImageError as error:
+                log.debug("skipping %s", error)
+        skipped.append(path.name)
     if skipped:
         log.warning("skipped %d file(s) that are not readable images: %s", len(skipped), ", ".join(skipped[:10]))
     return paths, shapes, skipped

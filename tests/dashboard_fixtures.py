@@ -22,6 +22,7 @@ from rq.worker import WorkerStatus
 from ingest import Frame, Publisher, new_frame_id
 from wire.protocol import make_queue
 from model.synthetic import defective_part
+from server_urls import redis_test_url
 from store import (
     FileArtifactStore,
     InspectionRecord,
@@ -35,7 +36,7 @@ from store import (
 )
 
 #: Redis database the dashboard's tests own; flushed before and after each test that uses it.
-REDIS_TEST_URL = "redis://127.0.0.1:6379/12"
+REDIS_TEST_URL = redis_test_url(12)
 IMAGE_SIZE = 128
 #: Line -> (model version, random teacher).
 LINE_MODELS = {"line-a": ("ts-imagenet-1", False), "line-b": ("ts-random-1", True)}

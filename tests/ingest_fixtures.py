@@ -10,8 +10,9 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from store.db import make_engine, upgrade
+from server_urls import redis_test_url
 
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+REDIS_TEST_URL = redis_test_url(15)
 QUEUE = "lineguard-test"
 
 

@@ -23,6 +23,7 @@ from redis import Redis
 from sqlalchemy import Engine, func, select
 
 from ingest.frames import Frame, new_frame_id
+from server_urls import redis_test_url
 from ingest.publisher import Publisher
 from lineguard.registration import register_checkpoint as register_model_file
 from lineguard.settings import Settings
@@ -31,7 +32,7 @@ from store.db import make_engine, upgrade
 from store.schema import Inspection
 
 #: Redis database of these tests; the ingest tests use 15.
-LINE_REDIS_URL = "redis://127.0.0.1:6379/14"
+LINE_REDIS_URL = redis_test_url(14)
 LINE = "line-1"
 CAMERA = "cam-1"
 QUEUE = "lineguard-test"

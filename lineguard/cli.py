@@ -10,9 +10,9 @@ import argparse
 import logging
 import sys
 
-from lineguard import dashboard_command, line_commands, model_commands, relay_command
+from lineguard import dashboard_command, line_commands, model_commands, relay_command, review_command
 
-COMMAND_MODULES = (model_commands, line_commands, dashboard_command, relay_command)
+COMMAND_MODULES = (model_commands, line_commands, dashboard_command, relay_command, review_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

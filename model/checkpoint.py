@@ -20,6 +20,7 @@ import torch
 import torchvision
 
 from model.calibration import Calibration
+from model.image_stats import ImageReference
 from model.devices import resolve_device, resolve_precision
 from model.errors import CheckpointError
 from model.recipe import Recipe
@@ -96,8 +97,11 @@ def save_checkpoint(
     teacher_source: str,
     training_data: dict[str, Any],
     metrics: dict[str, float] | None = None,
+    image_reference: ImageReference | None = None,
 ) -> str:
-    """Write the checkpoint atomically; returns the model version."""
+    """Write the checkpoint atomically; returns the model version.
+
+    `image_reference` (the training images' statistics, for drift alarms) is kept when given."""
     path = Path(path)
     version = model_version(network)
     payload = {
@@ -113,6 +117,8 @@ def save_checkpoint(
         "metrics": plain(metrics),
         "library_versions": library_versions(),
     }
+    if image_reference is not None:
+        payload["image_reference"] = image_reference.to_checkpoint()
     _write_atomically(path, payload)
     return version
 
@@ -163,6 +169,8 @@ def load_checkpoint(path: str | Path, device: str = "auto", precision: str = "au
         calibration = Calibration.from_dict(payload["calibration"])
         network = TeacherStudent(recipe)
         network.load_state_dict(payload["state_dict"], strict=True)
+        # Checkpoints saved before drift alarms have no reference: their frames' images are not compared.
+        reference = ImageReference.from_checkpoint(payload["image_reference"]) if "image_reference" in payload else None
     except (KeyError, TypeError, RuntimeError, pydantic.ValidationError) as error:
         raise CheckpointError(f"{path} is a damaged or incompatible lineguard checkpoint: {error}") from error
     torch_device = resolve_device(device)
@@ -173,4 +181,5 @@ def load_checkpoint(path: str | Path, device: str = "auto", precision: str = "au
         teacher_source=payload["teacher_source"],
         device=torch_device,
         precision=resolve_precision(precision, torch_device),
+        image_reference=reference,
     )

@@ -331,3 +331,22 @@ class OutboxMessage(Base):
         Index("ix_outbox_webhook_sent_at_id", "webhook_sent_at", "id"),
         Index("ix_outbox_created_at", "created_at"),
     )
+
+
+class Alarm(Base):
+    """A drift alarm of one line and camera: raised ``since`` for ``reason``, open until ``cleared_at``.
+
+    ``open_key`` ("<line>/<camera>/<kind>") is set while the alarm is open and unique, so that several
+    workers noticing the same shift raise one alarm; it is emptied when the alarm clears.
+    """
+
+    __tablename__ = "alarms"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    line: Mapped[str] = mapped_column(String(128))
+    camera: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    since: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    cleared_at: Mapped[datetime | None]
+    open_key: Mapped[str | None] = mapped_column(String(320), unique=True)

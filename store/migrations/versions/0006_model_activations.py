@@ -1,7 +1,7 @@
 """Model activations: every change of a line's model, who made it and why (see store.registry).
 
-Revision ID: 0005_model_activations
-Revises: 0004_review_history
+Revision ID: 0006_model_activations
+Revises: 0005_alarms
 Created: 2026-12-04
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_model_activations"
-down_revision: str | None = "0004_review_history"
+revision: str = "0006_model_activations"
+down_revision: str | None = "0005_alarms"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

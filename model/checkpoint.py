@@ -59,6 +59,37 @@ def model_version(network: TeacherStudent) -> str:
     return f"ts-{digest.hexdigest()[:12]}"
 
 
+#: Separates a model's weights version from its calibration's digest in a recalibrated version.
+RECALIBRATED_SEPARATOR = "-cal-"
+
+
+def weights_version(version: str) -> str:
+    """The version of the weights under `version`: itself, or what a recalibration started from.
+    Models of one weights version give every image the same raw score."""
+    return version.split(RECALIBRATED_SEPARATOR, 1)[0]
+
+
+def save_recalibrated(
+    source: str | Path, calibration: Calibration, recalibration: dict[str, Any], out: str | Path | None = None
+) -> tuple[str, Path]:
+    """Copy checkpoint `source` with a new calibration to `out` (default: `<version>.pt` beside the
+    source); returns the new version and the file.
+
+    The weights stay, so the version is the weights version plus a digest of the calibration
+    (`weights_version` gives the first part back); `recalibration` (what the calibration rests on)
+    is kept in the training data summary.
+    """
+    payload = read_checkpoint(source)
+    calibration_document = plain(calibration.to_dict())
+    digest = hashlib.sha256(json.dumps(calibration_document, sort_keys=True).encode()).hexdigest()[:8]
+    payload["version"] = f"{weights_version(payload['version'])}{RECALIBRATED_SEPARATOR}{digest}"
+    payload["calibration"] = calibration_document
+    payload["training_data"] = {**payload["training_data"], "recalibration": plain(recalibration)}
+    target = Path(out) if out is not None else Path(source).with_name(f"{payload['version']}.pt")
+    _write_atomically(target, payload)
+    return payload["version"], target
+
+
 def save_checkpoint(
     path: str | Path,
     network: TeacherStudent,

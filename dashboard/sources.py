@@ -36,6 +36,7 @@ from store import (
     ModelInfo,
     OutboxDepth,
     RateBucket,
+    ShadowAgreement,
     StoredInspection,
     activate_model,
     activation_history,
@@ -52,6 +53,8 @@ from store import (
     review_queue,
     rollback_model,
     save_review,
+    shadow_agreement,
+    shadow_models,
 )
 
 #: Seconds a live figure (recent rates, queue health) may be served from the cache.
@@ -220,6 +223,13 @@ def change_line_model(database_url: str, line: str, version: str | None, by: str
     finally:
         for cached in (line_models, activations):
             cached.clear()
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def shadow(database_url: str, line: str) -> ShadowAgreement | None:
+    """The shadow candidate of ``line`` and how it agrees with the active model; None when none runs."""
+    version = shadow_models(engine(database_url)).get(line)
+    return shadow_agreement(engine(database_url), line, version) if version else None
 
 
 def queue_retraining(redis_url: str, line: str, by: str) -> str:

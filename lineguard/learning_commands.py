@@ -56,6 +56,15 @@ def register_model_actions(actions: argparse._SubParsersAction) -> None:
     compare.add_argument("--json", action="store_true", help="print JSON instead of text")
     compare.set_defaults(handler=run_compare)
 
+    shadow = actions.add_parser(
+        "shadow", help="make workers also score a line's live frames with a candidate, kept apart (never the verdict)"
+    )
+    shadow.add_argument("version", nargs="?", help="candidate model version (registered); omit with --stop")
+    shadow.add_argument("--line", required=True)
+    shadow.add_argument("--stop", action="store_true", help="stop shadowing on the line (its results stay)")
+    shadow.add_argument("--by", help="who decides (default: the login name)")
+    shadow.set_defaults(handler=run_shadow)
+
     rollback = actions.add_parser("rollback", help="undo a line's latest model change: back to the version it had before")
     rollback.add_argument("--line", required=True)
     rollback.add_argument("--reason", help="why, kept in the line's history")
@@ -230,6 +239,29 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"{label} by the candidate ({len(changes)}): {shown}")
     if comparison.unreadable:
         print(f"{len(comparison.unreadable)} pictures could not be read: {'; '.join(comparison.unreadable[:5])}")
+    return 0
+
+
+def run_shadow(args: argparse.Namespace) -> int:
+    from lineguard.services import open_store
+    from store.records import shadow_agreement, start_shadow, stop_shadow
+
+    if args.stop == bool(args.version):
+        raise ValueError("give a candidate VERSION to shadow, or --stop (not both)")
+    engine = open_store(Settings.from_environment())
+    try:
+        if args.stop:
+            stopped = stop_shadow(engine, args.line)
+            print(f"line {args.line}: shadow stopped" if stopped else f"line {args.line} had no shadow")
+            return 0
+        start_shadow(engine, args.line, args.version, by=actor(args.by))
+        agreement = shadow_agreement(engine, args.line, args.version)
+    finally:
+        engine.dispose()
+    print(
+        f"workers on line {args.line} also score with {args.version} within their model refresh time; "
+        f"its verdicts are kept apart ({agreement.frames} so far) and shown on the Models page"
+    )
     return 0
 
 

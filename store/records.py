@@ -58,6 +58,15 @@ from store.reviews import (
     save_frame_reviews,
     save_review,
 )
+from store.shadow import (
+    ShadowAgreement,
+    ShadowVerdict,
+    shadow_agreement,
+    shadow_models,
+    start_shadow,
+    stop_shadow,
+    write_shadow_verdicts,
+)
 from store.streams import (
     LostFrames,
     SentFrame,
@@ -86,6 +95,8 @@ __all__ = [
     "SKIPPED_FILE_KIND_PREFIX",
     "ScoredPart",
     "SentFrame",
+    "ShadowAgreement",
+    "ShadowVerdict",
     "SourceEventInfo",
     "StoredInspection",
     "UnsettledClaim",
@@ -124,6 +135,11 @@ __all__ = [
     "scored_parts",
     "save_review",
     "settle_claims",
+    "shadow_agreement",
+    "shadow_models",
+    "start_shadow",
+    "stop_shadow",
+    "write_shadow_verdicts",
     "settle_stream_frames",
     "status_summary",
     "unsettled_claims",

@@ -191,6 +191,39 @@ class ModelActivation(Base):
     __table_args__ = (Index("ix_model_activations_line_activated_at", "line", "activated_at"),)
 
 
+class ShadowModel(Base):
+    """A candidate that workers also run on a line's live frames, apart from the verdict."""
+
+    __tablename__ = "shadow_models"
+
+    line: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(128), ForeignKey("models.version", ondelete="CASCADE"))
+    started_by: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime]
+
+
+class ShadowResult(Base):
+    """A shadow candidate's verdict on a live frame, beside the active model's; never the frame's verdict."""
+
+    __tablename__ = "shadow_results"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    frame_id: Mapped[str] = mapped_column(String(64))
+    line: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(128))
+    raw_score: Mapped[float] = mapped_column(Float)
+    flagged: Mapped[bool] = mapped_column(Boolean)
+    active_flagged: Mapped[bool] = mapped_column(Boolean)
+    image_key: Mapped[str | None] = mapped_column(String(512))
+    scored_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("frame_id", "model_version"),
+        # Agreement of one candidate on one line, newest first.
+        Index("ix_shadow_results_line_model_version_scored_at", "line", "model_version", "scored_at"),
+    )
+
+
 class Review(Base):
     """A person's judgement of a flagged inspection; one per inspection, a re-review replaces it."""
 

@@ -204,3 +204,12 @@ def test_a_training_job_whose_worker_died_reads_as_abandoned(line_redis) -> None
     assert take_training(line_redis, "trainer-1", timeout_s=1).state == "running"
     line_redis.hset(f"lineguard:training:job:{job_id}", "heartbeat_at", repr(time.time() - 120))
     assert read_training(line_redis, job_id).state == "abandoned"
+
+
+def test_shadow_starts_and_stops_from_the_command_line(line_store, capsys) -> None:
+    engine, version = line_store
+    code, out, _ = run(capsys, "models", "shadow", version, "--line", LINE, "--by", "ana")
+    assert code == 0 and f"also score with {version}" in out
+    assert run(capsys, "models", "shadow", "--line", LINE)[2].count("give a candidate VERSION") == 1
+    code, out, _ = run(capsys, "models", "shadow", "--line", LINE, "--stop")
+    assert code == 0 and "shadow stopped" in out

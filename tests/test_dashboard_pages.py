@@ -305,13 +305,20 @@ def test_models_page_lists_versions_metrics_calibration_and_lines(dashboard_env:
 
 
 def test_models_page_promotes_and_rolls_back_as_one_action_each(dashboard_env: Populated) -> None:
-    from store import activation_history, active_model_for_line
+    from store import ShadowVerdict, activation_history, active_model_for_line, start_shadow, write_shadow_verdicts
 
+    engine = make_engine(dashboard_env.database_url)
+    start_shadow(engine, "line-a", "ts-random-1", by="Ana")
+    write_shadow_verdicts(
+        engine, [ShadowVerdict(f"live-{i}", "line-a", "ts-random-1", 1.0, i == 0, False, None) for i in range(4)]
+    )
+    engine.dispose()
     at = open_page("models")
     at.selectbox(key="models_version").select("ts-random-1").run()
     assert any("Flags about 1.0% of good parts; threshold 2.5 from 12 held-out training images." in m.value for m in at.markdown)
-    assert [metric.label for metric in at.metric] == ["Image AUROC", "Pixel AUROC"]
+    assert [metric.label for metric in at.metric][:2] == ["Image AUROC", "Pixel AUROC"]
     at.selectbox(key="models_line").select("line-a").run()
+    assert metrics(at)["Agrees with the active model"] == "75%"
     at.text_input(key="models_by").input("Ana").run()
     at.text_input(key="models_reason").input("fewer false alarms").run()
     at.button(key="models_promote").click().run()

@@ -26,6 +26,7 @@ from worker.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GOOD_SAMPLE_EVERY
 from worker.drift import DriftMonitor
 from worker.errors import NoWorkerContextError
 from worker.model_cache import ModelCache
+from worker.shadow import ShadowScorer
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class WorkerContext:
         batch_size: most frames scored in one forward pass; a job's frames are split to fit.
         good_sample_every: keep pictures of one good frame in this many (0: none).
         drift: the recent deviations of the cameras this worker scores (drift alarms).
+        shadows: runs the lines' shadow candidates after each batch (None: no shadow scoring).
         verdict_topic_prefix: topic prefix of the verdicts queued in the outbox with the rows;
             None when no sink is configured (then no verdict is queued).
         redis_waiter, database_waiter: wait out outages of Redis and the database (the worker
@@ -55,6 +57,7 @@ class WorkerContext:
     batch_size: int = DEFAULT_BATCH_SIZE
     good_sample_every: int = DEFAULT_GOOD_SAMPLE_EVERY
     verdict_topic_prefix: str | None = None
+    shadows: ShadowScorer | None = None
     drift: DriftMonitor = field(default_factory=DriftMonitor)
     redis_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("Redis", is_redis_outage))
     database_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("the database", is_database_outage))

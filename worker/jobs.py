@@ -101,6 +101,8 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
         context.database_waiter.call(
             lambda: record_alarm_changes(context.engine, alarms, context.verdict_topic_prefix), "recording drift alarms"
         )
+    if context.shadows is not None:
+        context.shadows.score(images_by_line, records)
     if frames:
         context.redis_waiter.call(lambda: context.redis.delete(*(frame.key for frame in frames)), "deleting frame bytes")
     outcome.errors = sum(record.verdict == ERROR_VERDICT for record in records)

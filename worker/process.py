@@ -34,6 +34,7 @@ from worker.defaults import (
 )
 from worker.leased import LeasedWorker
 from worker.model_cache import ModelCache
+from worker.shadow import ShadowScorer
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ def run_worker(redis_url: str, database: str, artifacts_url: str, queue_name: st
         batch_size=options.batch_size,
         good_sample_every=options.good_sample_every,
         verdict_topic_prefix=options.verdict_topic_prefix,
+        shadows=ShadowScorer(engine, device=str(device), precision=options.precision, refresh_s=options.model_refresh_s),
         redis_waiter=worker.redis_waiter,
         database_waiter=OutageWaiter("the database", is_database_outage, should_stop=lambda: worker.stop_requested),
     )

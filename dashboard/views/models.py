@@ -124,6 +124,7 @@ def line_panel(model: ModelInfo, active_by_line: Mapping[str, str], settings: Da
             st.error(str(error))
         else:
             st.success(f"{line} now scores with {change.model_version}; running workers switch within seconds.")
+    shadow_view(line, artifacts_url, database_url)
     retraining_view(line, by, settings)
     history = sources.activations(database_url, line)
     if history:
@@ -145,6 +146,27 @@ def line_panel(model: ModelInfo, active_by_line: Mapping[str, str], settings: Da
             hide_index=True,
             key="models_history",
         )
+
+
+def shadow_view(line: str, artifacts_url: str, database_url: str) -> None:
+    """The line's shadow candidate (`lineguard models shadow`): agreement with the active model on
+    live frames, and pictures of the latest parts where they disagree."""
+    agreement = sources.shadow(database_url, line)
+    if agreement is None:
+        return
+    st.markdown(f"**Shadow: {agreement.model_version}** (scores live frames, never gives the verdict)")
+    if agreement.agreement is None:
+        st.caption("No live frame scored by the shadow yet.")
+        return
+    st.metric("Agrees with the active model", f"{agreement.agreement:.0%}", help=f"on {agreement.frames} live frames")
+    shown = agreement.disagreements[:COMPARISON_PICTURES]
+    if shown:
+        st.caption("Latest parts where they disagree")
+        for column, verdict in zip(st.columns(len(shown)), shown):
+            picture = sources.artifact_image(artifacts_url, verdict.image_key, THUMBNAIL_SIDE) if verdict.image_key else None
+            if picture is not None:
+                column.image(picture)
+            column.caption(f"{verdict.frame_id}: shadow {'flags' if verdict.flagged else 'passes'}")
 
 
 def retraining_view(line: str, by: str, settings: DashboardSettings) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ci_requirements import requirement_missing
 from redis import Redis
 from sqlalchemy import Engine
 
@@ -19,6 +20,10 @@ QUEUE = "lineguard-test"
 @pytest.fixture
 def redis() -> Iterator[Redis]:
     connection = Redis.from_url(REDIS_TEST_URL)
+    try:
+        connection.ping()
+    except Exception as error:  # noqa: BLE001 - any failure to reach Redis means the same here
+        requirement_missing(f"Redis at {REDIS_TEST_URL} is unreachable: {error}")
     connection.flushdb()
     yield connection
     connection.flushdb()

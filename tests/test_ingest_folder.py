@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +26,7 @@ from ingest.publisher import Publisher
 from store.schema import SourceEvent
 
 from hostile_fixtures import OpenWatch
-from ingest_fixtures import QUEUE, engine, redis  # noqa: F401  (fixtures)
+from ingest_fixtures import QUEUE, REDIS_TEST_URL, engine, redis  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -172,14 +175,35 @@ def test_recursive_takes_subfolders_only_when_asked(images: Path, engine: Engine
     assert (flat.published, deep.published, deep.already_ingested) == (1, 1, 1)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_an_unreadable_file_is_skipped_and_recorded(images: Path, engine: Engine, publisher: Publisher) -> None:
+# Run as a process without the capabilities that let root read any file (as root, CI's user), so
+# that a file of mode 000 is as unreadable to it as to anyone else.
+UNREADABLE_RUN = """
+import json, sys
+from redis import Redis
+from ingest.folder import FolderSource
+from ingest.publisher import Publisher
+from store.db import make_engine
+folder, database, redis_url, queue = sys.argv[1:]
+engine = make_engine(database)
+publisher = Publisher(Redis.from_url(redis_url), queue_name=queue, batch_size=4, max_wait_s=0.1)
+stats = FolderSource(folder, "L1", "C1", engine=engine, stable_seconds=0).run(publisher)
+print(json.dumps([stats.published, stats.skipped]))
+"""
+DROP_FILE_CAPABILITIES = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+
+
+def test_an_unreadable_file_is_skipped_and_recorded(images: Path, engine: Engine, redis: Redis) -> None:
     locked = images / "locked.png"
     write_file(locked, png_bytes(1), age_s=5)
     locked.chmod(0)
     write_file(images / "fine.png", png_bytes(2), age_s=5)
-    stats = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0).run(publisher)
-    assert (stats.published, stats.skipped) == (1, {"unreadable": 1})
+    command = [sys.executable, "-c", UNREADABLE_RUN, str(images), str(engine.url), REDIS_TEST_URL, QUEUE]
+    if os.geteuid() == 0:
+        command = DROP_FILE_CAPABILITIES + command
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.splitlines()[-1]) == [1, {"unreadable": 1}]
     assert "skipped:unreadable" in source_event_kinds(engine)
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from model.errors import InvalidImageError
 from model.images import decode_image
 from model.scoring import InspectionModel
+from store.errors import InvalidRecordError
 from store.records import InspectionRecord, recorded_frame_ids, write_inspections
 from store.schema import ERROR_VERDICT, FLAGGED_VERDICT, Inspection
 from wire.protocol import FrameEntry, InvalidPayloadError, payload_entries
@@ -45,6 +46,10 @@ logger = logging.getLogger(__name__)
 GOOD_VERDICT = "good"
 #: Start of the error of a frame whose bytes were no longer in Redis.
 EXPIRED_REASON = "frame bytes expired"
+#: Start of the error of a frame whose result made no valid row.
+UNRECORDABLE_REASON = "result not recordable"
+#: Start of the error row of a frame whose job failed on every attempt (see `record_dead_letters`).
+DEAD_LETTER_REASON = "dead letter"
 # The fields an error row cannot do without, and the longest value each column holds.
 _IDENTITY_FIELDS = {name: Inspection.__table__.c[name].type.length for name in ("frame_id", "line", "camera")}
 
@@ -102,6 +107,25 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
         outcome.lost_with_redis, time.monotonic() - clock,
     )
     return outcome
+
+
+def record_dead_letters(context: WorkerContext, payload: Any, reason: str) -> int:
+    """Give each frame of a job failed for good that has no row yet its final error row, saying
+    `reason`, so that its source's ledger settles it instead of publishing it again. Returns the
+    rows written. The frame bytes are left to their expiry, for `lineguard jobs retry`."""
+    started_at = datetime.now(UTC)
+    try:
+        entries = payload_entries(payload)
+    except InvalidPayloadError:
+        return 0  # nothing in it names a frame
+    records: list[InspectionRecord] = []
+    frames = _read_metadata(context, entries, started_at, records, BatchOutcome())
+    records += [_error_record(frame, f"{DEAD_LETTER_REASON}: {reason}", started_at, context.name) for frame in frames]
+    ids = [record.frame_id for record in records]
+    recorded = context.database_waiter.call(lambda: recorded_frame_ids(context.engine, ids), "looking for rows")
+    letters = [record for record in records if record.frame_id not in recorded]
+    context.database_waiter.call(lambda: write_inspections(context.engine, letters), f"writing {len(letters)} dead letters")
+    return len(letters)
 
 
 def _read_metadata(
@@ -217,20 +241,43 @@ def _score_group(
 
 def _frame_record(frame: FrameEntry, started_at: datetime, worker: str, **outcome: Any) -> InspectionRecord:
     """The row of `frame`: its identity and times, and the `outcome` fields (verdict, scores or error).
-    InspectionRecord rejects an unknown field, so a misspelt outcome cannot pass silently."""
+
+    InspectionRecord rejects an unknown field, so a misspelt outcome cannot pass silently. An outcome
+    that makes no valid row (a NaN score, an origin longer than its column) gives the frame its own
+    error row saying why, so that one bad record never fails the frames of its batch with it.
+    """
+    try:
+        return _record(frame, started_at, worker, frame.findable_origin, **outcome)
+    except InvalidRecordError as error:
+        logger.error("%s: its result makes no valid row (%s); recorded as an error", frame.label, error)
+        return _record(
+            frame, started_at, worker, _fitted(frame.findable_origin, "origin"),
+            source=_fitted(frame.source, "source"), verdict=ERROR_VERDICT, error=f"{UNRECORDABLE_REASON}: {error}",
+        )
+
+
+def _record(frame: FrameEntry, started_at: datetime, worker: str, origin: str | None, **outcome: Any) -> InspectionRecord:
+    fields = {"source": frame.source, **outcome}
     return InspectionRecord(
         frame_id=frame.frame_id,
         line=frame.line,
         camera=frame.camera,
-        source=frame.source,
         captured_at=frame.captured_at,
         enqueued_at=frame.enqueued_at,
         started_at=started_at,
         finished_at=datetime.now(UTC),
         worker=worker,
-        origin=frame.findable_origin,
-        **outcome,
+        origin=origin,
+        **fields,
     )
+
+
+def _fitted(text: str | None, column: str) -> str | None:
+    """`text` cut to what column `column` of the inspections holds, marked as cut."""
+    longest = Inspection.__table__.c[column].type.length
+    if text is None or len(text) <= longest:
+        return text
+    return text[: longest - 1] + "…"
 
 
 def _error_record(frame: FrameEntry, reason: str, started_at: datetime, worker: str) -> InspectionRecord:
@@ -248,7 +295,7 @@ def _metadata_error_record(entry: Any, error: Exception, started_at: datetime, w
         frame_id=entry["frame_id"],
         line=entry["line"],
         camera=entry["camera"],
-        source=str(entry.get("source") or "unknown"),
+        source=_fitted(str(entry.get("source") or "unknown"), "source"),
         captured_at=started_at,
         enqueued_at=started_at,
         started_at=started_at,

@@ -9,8 +9,16 @@ the `rq` requirement is pinned to the minor version whose internals it uses):
   anything a job names; any other job is deleted, logged and counted, and the worker goes on.
 - **Leases.** Each taken job is leased for `lease_s` and renewed from a heartbeat thread while it
   runs, so a dead worker's jobs go back to the queue within about three leases (expiry, the next
-  registry cleanup, a worker waking); each job gets `max_retries` retries at its first start, so
-  that cleanup requeues rather than fails it.
+  registry cleanup, a worker waking). Jobs carry their retries from enqueue (`wire.protocol`), so
+  rq's cleanup requeues rather than fails the job of a dead worker, even one killed after taking the
+  job and before starting it (rq's intermediate-queue cleanup); a job enqueued without retries gets
+  `max_retries` at its first start.
+- **Dead letters.** A job that failed for good (its retries spent, whoever failed it: this worker's
+  scoring or rq's cleanup of a worker that died on every attempt) gets a final error row for each of
+  its frames without one (`worker.jobs.record_dead_letters`), so its source's ledger settles them
+  instead of publishing them again; the job stays in the failed registry (`lineguard jobs`).
+- **Named states.** The loop is always in one `LoopState`; a stop signal ends it at once only while
+  it waits for a job, and otherwise once the jobs it holds are scored or handed back.
 - **Batching.** A worker that falls behind takes the waiting jobs that fit in `batch_size` frames
   and scores their frames in one forward pass; each job is leased and started first, so a worker
   dying meanwhile leaves every one of them to be retried.
@@ -23,6 +31,7 @@ the `rq` requirement is pinned to the minor version whose internals it uses):
 
 from __future__ import annotations
 
+import enum
 import logging
 import sys
 import threading
@@ -39,7 +48,17 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 
 from wire.connections import OutageInterrupted, OutageWaiter, is_redis_outage
-from wire.protocol import count_refused_job, foreign_job_reason, job_frame_entries, shown_function_name
+from rq.registry import FailedJobRegistry
+
+from wire.protocol import (
+    DEAD_LETTERS_META,
+    SERIALIZER,
+    count_refused_job,
+    foreign_job_reason,
+    job_failure,
+    job_frame_entries,
+    shown_function_name,
+)
 from worker.context import current_context
 from worker.defaults import (
     DEFAULT_BATCH_SIZE,
@@ -48,9 +67,22 @@ from worker.defaults import (
     HEARTBEATS_PER_LEASE,
     WORKER_TTL_MARGIN_S,
 )
-from worker.jobs import score_batch
+from worker.jobs import record_dead_letters, score_batch
 
 logger = logging.getLogger(__name__)
+
+
+class LoopState(enum.Enum):
+    """Where the work loop is; what a stop signal does depends on it (see `LeasedWorker._shutdown`)."""
+
+    STARTING = "registering the worker"
+    WAITING = "waiting for a job"
+    """Holding no job: a stop ends the loop at once."""
+    TAKING = "taking jobs"
+    """Jobs taken off the queue, not yet started: a stop waits until they are scored."""
+    SCORING = "scoring jobs"
+    """Jobs started and leased: a stop waits until they are scored (or handed back in an outage)."""
+    STOPPING = "stopping"
 
 
 class LeasedWorker(SimpleWorker):
@@ -80,6 +112,7 @@ class LeasedWorker(SimpleWorker):
         """Waits out Redis outages for the loop and for the jobs (the worker context shares it)."""
         self.refused_jobs = 0
         """Jobs this worker refused to run."""
+        self.loop_state = LoopState.STARTING
         self._cleanup_paused_until = 0.0
 
     # --- the work loop ---
@@ -87,7 +120,7 @@ class LeasedWorker(SimpleWorker):
     def work(self, burst: bool = False, logging_level: str | None = None) -> bool:  # type: ignore[override]
         """Take and run jobs until stopped (SIGINT/SIGTERM) or, with `burst`, until the queue is
         empty; Redis outages are waited out. Returns whether any job was run."""
-        self.redis_waiter.call(lambda: self.bootstrap(logging_level), "registering the worker")
+        self.redis_waiter.call(lambda: self.bootstrap(logging_level), LoopState.STARTING.value)
         self._install_signal_handlers()
         worked = False
         try:
@@ -108,24 +141,30 @@ class LeasedWorker(SimpleWorker):
         except StopRequested:
             pass
         finally:
+            self.loop_state = LoopState.STOPPING
             self._teardown()
         return worked
 
     def _next_job(self, burst: bool) -> tuple[Job, Queue] | None:
         """The next job and its queue; None in burst mode once the queue is empty."""
         self.set_state(WorkerStatus.IDLE)
+        self.loop_state = LoopState.WAITING
         while True:
             self.heartbeat()
             self.check_for_suspension(burst)
             if self.should_run_maintenance_tasks and time.monotonic() >= self._cleanup_paused_until:
                 self.run_maintenance_tasks()
             try:
-                return self.queue_class.dequeue_any(
+                taken = self.queue_class.dequeue_any(
                     self._ordered_queues, None if burst else self.dequeue_timeout, connection=self.connection,
                     job_class=self.job_class, serializer=self.serializer, death_penalty_class=self.death_penalty_class,
                 )
             except DequeueTimeout:
                 continue
+            # From here a stop waits for the job; one landing before this line leaves the job to rq's
+            # intermediate-queue cleanup, which retries it.
+            self.loop_state = LoopState.TAKING
+            return taken
 
     @property
     def stop_requested(self) -> bool:
@@ -146,11 +185,29 @@ class LeasedWorker(SimpleWorker):
         worker_registration.register(self, connection)
 
     def _shutdown(self) -> None:
-        """rq's warm shutdown without its Redis write: this runs in a signal handler, and Redis may be away."""
-        if self.get_state() == WorkerStatus.BUSY:
-            self._stop_requested = True
-        else:
+        """rq's warm shutdown without its Redis write: this runs in a signal handler, and Redis may be away.
+        Ends the loop at once only while it holds no job."""
+        if self.loop_state in (LoopState.STARTING, LoopState.WAITING):
             raise StopRequested()
+        self._stop_requested = True
+
+    def run_maintenance_tasks(self) -> None:
+        """rq's registry cleanups, then dead letters for the jobs they (or anyone) failed for good."""
+        super().run_maintenance_tasks()
+        for queue in self.queues:
+            self._write_dead_letters(queue, FailedJobRegistry(queue=queue).get_job_ids(cleanup=False))
+
+    def _write_dead_letters(self, queue: Queue, job_ids: list[str]) -> None:
+        """Write the dead-letter rows of the failed jobs `job_ids` that have none yet; mark each job done."""
+        for job in Job.fetch_many(job_ids, connection=self.connection, serializer=SERIALIZER):
+            if job is None or DEAD_LETTERS_META in job.meta or foreign_job_reason(job) is not None:
+                continue
+            reason = f"scoring failed on every attempt; the last: {job_failure(job)}"
+            written = record_dead_letters(current_context(), job.args[0], reason)
+            if written:
+                logger.error("job %s failed for good: %d frames get dead-letter rows (%s)", job.id, written, reason)
+            job.meta[DEAD_LETTERS_META] = written
+            job.save_meta()
 
     def _teardown(self) -> None:
         try:
@@ -174,6 +231,7 @@ class LeasedWorker(SimpleWorker):
             self._refuse(job, queue, reason)
             return
         joined, left_over = self._take_waiting_jobs(job, queue)
+        self.loop_state = LoopState.SCORING
         running: dict[str, tuple[Job, Execution]] = {}
         for each in (job, *joined, *left_over):
             running[each.id] = (each, self.redis_waiter.call(lambda each=each: self._start(each, queue), "starting a job"))
@@ -215,9 +273,14 @@ class LeasedWorker(SimpleWorker):
                 return
             exc_info = sys.exc_info()
             job, execution = running.pop(jobs[0].id)
+            failed_for_good = not job.should_retry  # asked before rq's retry counts the job down
+            if failed_for_good:
+                self._score_frames_alone(job)
             self.redis_waiter.call(
                 lambda: self._finish(job, execution, lambda: self._finalize_failure(job, queue, execution, exc_info)), "failing a job"
             )
+            if failed_for_good:
+                self.redis_waiter.call(lambda: self._write_dead_letters(queue, [job.id]), "writing dead letters")
             return
         for job in jobs:
             job, execution = running.pop(job.id)
@@ -227,6 +290,20 @@ class LeasedWorker(SimpleWorker):
                 ),
                 "finishing a job",
             )
+
+    def _score_frames_alone(self, job: Job) -> None:
+        """On a job's last attempt, score each of its frames on its own, so that only the frames that
+        fail alone get dead-letter rows (a row, once written, is kept by `record_dead_letters`)."""
+        entries = job_frame_entries(job) or []
+        if len(entries) < 2:
+            return
+        for entry in entries:
+            try:
+                score_batch(current_context(), {"frames": [entry]})
+            except OutageInterrupted:
+                raise
+            except Exception as error:  # noqa: BLE001 - this frame's dead letter says why
+                logger.warning("job %s: a frame fails on its own too (%s)", job.id, error)
 
     def _finish(self, job: Job, execution: Execution, finalize: Callable[[], None]) -> None:
         """Record the end of `job` in rq (`finalize`), unless Redis forgot the job meanwhile (a restart

@@ -199,6 +199,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
         good_sample_every=args.good_sample_every,
         threads=args.threads,
         name=args.name,
+        verdict_topic_prefix=settings.mqtt_topic_prefix if settings.outbox_sinks else None,
     )
     # Check both services answer before the worker registers, so a typo in a URL is one clear line.
     connect_redis(settings).close()
@@ -285,7 +286,7 @@ def run_status(args: argparse.Namespace) -> int:
     settings = Settings.from_environment()
     engine, redis = _open_line(settings)
     try:
-        status = line_status(redis, engine, settings.queue_name)
+        status = line_status(redis, engine, settings.queue_name, outbox_sinks=settings.outbox_sinks)
     finally:
         engine.dispose()
         redis.close()

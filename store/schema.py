@@ -263,3 +263,35 @@ class StreamFrame(Base):
         # Lost frames, counted by status and the dashboard.
         Index("ix_stream_frames_lost_at", "lost_at"),
     )
+
+
+#: Where the relay sends outbox messages; each has its own "sent" column in ``outbox``.
+OUTBOX_SINKS: tuple[str, ...] = ("mqtt", "webhook")
+
+
+class OutboxMessage(Base):
+    """A verdict or alarm on its way to the line: written in the transaction that records it, sent by
+    the relay (``lineguard relay``) in id order, marked sent per sink once the sink acknowledged it.
+
+    Sent messages are kept for a while (see store.outbox) so that a job run again after its worker
+    died cannot queue the same verdict twice: ``key`` is unique.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    line: Mapped[str] = mapped_column(String(128))
+    camera: Mapped[str] = mapped_column(String(128))
+    topic: Mapped[str] = mapped_column(String(1024))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    mqtt_sent_at: Mapped[datetime | None]
+    webhook_sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # Each sink reads its unsent messages in id order.
+        Index("ix_outbox_mqtt_sent_at_id", "mqtt_sent_at", "id"),
+        Index("ix_outbox_webhook_sent_at_id", "webhook_sent_at", "id"),
+        Index("ix_outbox_created_at", "created_at"),
+    )

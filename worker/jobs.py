@@ -127,7 +127,8 @@ def record_dead_letters(context: WorkerContext, payload: Any, reason: str) -> in
     ids = [record.frame_id for record in records]
     recorded = context.database_waiter.call(lambda: recorded_frame_ids(context.engine, ids), "looking for rows")
     letters = [record for record in records if record.frame_id not in recorded]
-    context.database_waiter.call(lambda: write_inspections(context.engine, letters), f"writing {len(letters)} dead letters")
+    outbox = verdict_outbox(letters, context.verdict_topic_prefix)
+    context.database_waiter.call(lambda: write_inspections(context.engine, letters, outbox), f"writing {len(letters)} dead letters")
     return len(letters)
 
 

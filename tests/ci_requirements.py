@@ -17,3 +17,13 @@ def requirement_missing(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI has it, so this test must run)", pytrace=False)
     pytest.skip(reason)
+
+
+#: Run a command without the capabilities that let root read and write any file, so that a file of
+#: mode 000 is as unreadable to it as to anyone else (CI runs as root).
+_DROP_FILE_CAPABILITIES = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+
+
+def bound_by_file_modes(command: list[str]) -> list[str]:
+    """`command`, run so that file permissions bind it even as root (see `_DROP_FILE_CAPABILITIES`)."""
+    return _DROP_FILE_CAPABILITIES + command if os.geteuid() == 0 else command

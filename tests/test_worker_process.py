@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
+from ci_requirements import bound_by_file_modes
 from line_fixtures import (
     QUEUE,
+    REPO_ROOT,
     line_redis,  # noqa: F401 - fixture
     line_settings,  # noqa: F401 - fixture
     make_frame,
@@ -209,5 +213,68 @@ def test_a_poison_frame_gets_one_dead_letter_row_after_its_attempts_and_the_rest
         assert list(table.loc[[frames[0].frame_id, frames[2].frame_id], "verdict"]) == ["good", "good"]
         queue = make_queue(line_redis, QUEUE)
         assert queue.count == 0 and queue.failed_job_registry.count == 1
+    finally:
+        engine.dispose()
+
+
+def test_a_checkpoint_that_fails_to_read_is_waited_out_not_recorded_as_errors(line_redis, sqlite_line_settings, small_checkpoint, tmp_path):  # noqa: F811
+    engine = make_engine(sqlite_line_settings.database_url)
+    try:
+        assert main(["db", "upgrade"]) == 0
+        checkpoint = tmp_path / "model.pt"
+        checkpoint.write_bytes(small_checkpoint.read_bytes())
+        register_checkpoint(engine, checkpoint)
+        checkpoint.chmod(0)  # its read fails (PermissionError, an OSError) until the mode comes back
+        rng = np.random.default_rng(25)
+        frames = [make_frame(png(make_part(rng, defective=False)), f"part-{i}") for i in range(2)]
+        publish(line_redis, frames, batch_size=2)
+        log = tmp_path / "worker.log"
+        with log.open("wb") as output:
+            worker = subprocess.Popen(
+                bound_by_file_modes([sys.executable, "-m", "lineguard.cli", "worker", "--device", "cpu", "--burst", "--name", "patient"]),
+                stdout=output, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            )
+        try:
+            wait_until(lambda: "the model's checkpoint is unreachable" in log.read_text(), 60, "the worker to wait for the checkpoint")
+            assert row_count(engine) == 0
+            checkpoint.chmod(0o644)
+            assert worker.wait(timeout=60) == 0
+        finally:
+            stop(worker, signal.SIGKILL)
+        table = inspections_frame(engine)
+        assert sorted(table["frame_id"]) == sorted(frame.frame_id for frame in frames)
+        assert (table["verdict"] == "good").all(), table["error"].tolist()
+        assert "the model's checkpoint is back" in log.read_text()
+    finally:
+        engine.dispose()
+
+
+def test_a_batch_past_its_deadline_is_given_back_and_the_worker_restarts(line_redis, sqlite_line_settings, small_checkpoint, tmp_path):  # noqa: F811
+    """A deadline no batch can meet: the watchdog fails the job with the reason and the process
+    starts afresh; on the job's last attempt its frames end with one row each (scored, or a dead letter)."""
+    engine = make_engine(sqlite_line_settings.database_url)
+    try:
+        assert main(["db", "upgrade"]) == 0
+        register_checkpoint(engine, small_checkpoint)
+        rng = np.random.default_rng(26)
+        frames = [make_frame(png(make_part(rng, defective=False)), f"part-{i}") for i in range(2)]
+        publish(line_redis, frames, batch_size=2)
+        queue = make_queue(line_redis, QUEUE)
+        line_redis.hset(f"rq:job:{queue.job_ids[0]}", "retries_left", 0)  # its last attempt
+
+        log = tmp_path / "worker.log"
+        worker = start_lineguard("worker", "--device", "cpu", "--burst", "--batch-deadline", "0.01", "--name", "hasty", log_path=log)
+        try:
+            assert worker.wait(timeout=120) == 0
+        finally:
+            stop(worker, signal.SIGKILL)
+
+        text = log.read_text()
+        assert "batch deadline of 0.01 s passed with 1 jobs unfinished; worker restarted" in text, text[-2000:]
+        assert text.count("worker hasty on queue") == 2, text[-2000:]  # the same command, started again
+        table = inspections_frame(engine)
+        assert sorted(table["frame_id"]) == sorted(frame.frame_id for frame in frames)
+        failed = queue.failed_job_registry.get_job_ids()
+        assert len(failed) == 1 and "batch deadline" in queue.fetch_job(failed[0]).latest_result().exc_string
     finally:
         engine.dispose()

@@ -17,6 +17,8 @@ the `rq` requirement is pinned to the minor version whose internals it uses):
   scoring or rq's cleanup of a worker that died on every attempt) gets a final error row for each of
   its frames without one (`worker.jobs.record_dead_letters`), so its source's ledger settles them
   instead of publishing them again; the job stays in the failed registry (`lineguard jobs`).
+- **Deadline.** A batch that outlives its deadline (`worker.deadline`) is given back to rq by a
+  watchdog thread, its jobs failed with the reason (a retry spent), and the process restarted.
 - **Named states.** The loop is always in one `LoopState`; a stop signal ends it at once only while
   it waits for a job, and otherwise once the jobs it holds are scored or handed back.
 - **Batching.** A worker that falls behind takes the waiting jobs that fit in `batch_size` frames
@@ -67,6 +69,7 @@ from worker.defaults import (
     HEARTBEATS_PER_LEASE,
     WORKER_TTL_MARGIN_S,
 )
+from worker.deadline import BatchDeadline, restart_process, watched
 from worker.jobs import record_dead_letters, score_batch
 
 logger = logging.getLogger(__name__)
@@ -95,10 +98,13 @@ class LeasedWorker(SimpleWorker):
         lease_s: int = DEFAULT_LEASE_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        deadline: BatchDeadline | None = None,
+        restart: Callable[[], None] = restart_process,
         **kwargs: object,
     ) -> None:
-        """Arguments as for rq's SimpleWorker, plus the lease, the retries granted to each job and
-        the most frames scored together."""
+        """Arguments as for rq's SimpleWorker, plus the lease, the retries granted to each job
+        enqueued without any, the most frames scored together, the batch deadline and how the
+        process restarts once it has given a batch up."""
         kwargs.setdefault("worker_ttl", lease_s + WORKER_TTL_MARGIN_S)
         kwargs.setdefault("maintenance_interval", lease_s)
         kwargs.setdefault("job_monitoring_interval", lease_s)
@@ -106,6 +112,9 @@ class LeasedWorker(SimpleWorker):
         self.lease_s = lease_s
         self.max_retries = max_retries
         self.batch_size = batch_size
+        self.deadline = deadline if deadline is not None else BatchDeadline()
+        self.restart = restart
+        self._given_up = False
         self.redis_waiter = OutageWaiter(
             "Redis", is_redis_outage, should_stop=lambda: self._stop_requested, on_recovered=self._pause_cleanup
         )
@@ -235,14 +244,36 @@ class LeasedWorker(SimpleWorker):
         running: dict[str, tuple[Job, Execution]] = {}
         for each in (job, *joined, *left_over):
             running[each.id] = (each, self.redis_waiter.call(lambda each=each: self._start(each, queue), "starting a job"))
-        with self._leases_renewed(running):
+        frames = sum(len(job_frame_entries(each) or []) for each in (job, *joined, *left_over))
+        deadline_s = self.deadline.seconds_for(frames)
+        started = time.monotonic()
+        with self._leases_renewed(running), watched(deadline_s, lambda: self._give_up(running, queue, deadline_s), self._in_outage):
             try:
                 for group in ([job, *joined], *([each] for each in left_over)):
                     self._score(group, queue, running)
             except OutageInterrupted:
                 self._hand_back([each for each, _ in running.values()], queue, running)
                 raise
+        self.deadline.measured(frames, time.monotonic() - started)
         self.set_state(WorkerStatus.IDLE)
+
+    def _in_outage(self) -> bool:
+        """Whether a dependency of the running batch is away (its time then does not count against it)."""
+        context = current_context()
+        return any(waiter.in_outage for waiter in (self.redis_waiter, context.database_waiter, context.checkpoint_waiter))
+
+    def _give_up(self, running: dict[str, tuple[Job, Execution]], queue: Queue, deadline_s: float) -> None:
+        """From the watchdog thread: fail the jobs still running with the reason, then restart the process."""
+        self._given_up = True
+        reason = f"batch deadline of {deadline_s:g} s passed with {len(running)} jobs unfinished; worker restarted"
+        logger.error("%s: giving back %s", reason, ", ".join(running) or "nothing")
+        for job, execution in list(running.values()):
+            try:
+                self.handle_job_failure(job, queue, exc_string=reason, execution=execution)
+            except Exception as error:  # noqa: BLE001 - the job's lease runs out and rq's cleanup retries it
+                logger.error("could not give back job %s (%s); its lease will run out", job.id, error)
+        self._teardown()
+        self.restart()
 
     def _start(self, job: Job, queue: Queue) -> Execution:
         """Lease and start `job`; granted its retries at its first start."""
@@ -307,7 +338,10 @@ class LeasedWorker(SimpleWorker):
 
     def _finish(self, job: Job, execution: Execution, finalize: Callable[[], None]) -> None:
         """Record the end of `job` in rq (`finalize`), unless Redis forgot the job meanwhile (a restart
-        without persistence): its rows are written, and nothing is left to finish."""
+        without persistence): its rows are written, and nothing is left to finish. Nothing is
+        finished once the watchdog gave the batch up: it failed the jobs, and the process restarts."""
+        if self._given_up:
+            return
         if not self.connection.exists(job.key):
             self.executions.pop(execution.id, None)
             logger.info("job %s was forgotten by Redis while it ran; its frames are recorded", job.id)

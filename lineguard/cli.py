@@ -12,9 +12,19 @@ import logging
 import sys
 import traceback
 
-from lineguard import dashboard_command, jobs_commands, line_commands, model_commands, relay_command, retention_command
+from lineguard import (
+    dashboard_command,
+    jobs_commands,
+    line_commands,
+    model_commands,
+    relay_command,
+    retention_command,
+    review_command,
+)
 
-COMMAND_MODULES = (model_commands, line_commands, dashboard_command, relay_command, jobs_commands, retention_command)
+COMMAND_MODULES = (
+    model_commands, line_commands, dashboard_command, relay_command, review_command, jobs_commands, retention_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,7 +44,15 @@ from store.registry import (
     list_models,
     register_model,
 )
-from store.reviews import LinePrecision, count_review_queue, review_precision, review_queue, save_review
+from store.reviews import (
+    LinePrecision,
+    count_review_queue,
+    review_history,
+    review_precision,
+    review_queue,
+    save_frame_reviews,
+    save_review,
+)
 from store.streams import (
     LostFrames,
     SentFrame,
@@ -99,8 +107,10 @@ __all__ = [
     "skipped_file_counts",
     "recorded_frame_ids",
     "register_model",
+    "review_history",
     "review_precision",
     "review_queue",
+    "save_frame_reviews",
     "save_review",
     "settle_claims",
     "settle_stream_frames",

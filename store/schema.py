@@ -191,6 +191,25 @@ class Review(Base):
     __table_args__ = (CheckConstraint(column("verdict").in_(REVIEW_VERDICTS), name="verdict"),)
 
 
+class ReviewHistory(Base):
+    """Every review ever saved, oldest first: ``reviews`` holds the latest per inspection, this the
+    trail (who changed their mind, when), so that a re-review replaces a verdict without losing it."""
+
+    __tablename__ = "review_history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(BigId, ForeignKey("inspections.id", ondelete="CASCADE"))
+    verdict: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint(column("verdict").in_(REVIEW_VERDICTS), name="verdict"),
+        Index("ix_review_history_inspection_id_reviewed_at", "inspection_id", "reviewed_at"),
+    )
+
+
 class SourceEvent(Base):
     """Something that happened to a source (connected, lost, stopped...), for the health page."""
 

@@ -39,6 +39,7 @@ from model.scoring import InspectionModel
 from store.errors import InvalidRecordError
 from store.records import InspectionRecord, recorded_frame_ids, write_inspections
 from store.schema import ERROR_VERDICT, FLAGGED_VERDICT, Inspection
+from wire.metrics import observe_forward_pass, observe_recorded
 from wire.protocol import FrameEntry, InvalidPayloadError, payload_entries
 from worker.context import WorkerContext, current_context
 from worker.defaults import MAX_FRAME_SIDE
@@ -106,6 +107,7 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
 
     outbox = verdict_outbox(records, context.verdict_topic_prefix)
     context.database_waiter.call(lambda: write_inspections(context.engine, records, outbox), f"writing {len(records)} rows")
+    observe_recorded(records)
     if frames:
         context.redis_waiter.call(lambda: context.redis.delete(*(frame.key for frame in frames)), "deleting frame bytes")
     outcome.errors = sum(record.verdict == ERROR_VERDICT for record in records)
@@ -264,7 +266,9 @@ def _score_group(
     started_at: datetime,
 ) -> list[InspectionRecord]:
     """Score `group` in one forward pass and keep the pictures the rows will point to."""
+    clock = time.monotonic()
     results = model.score_images([image for _, image in group])
+    observe_forward_pass(len(group), time.monotonic() - clock)
     records = []
     for (frame, image), result in zip(group, results):
         image_key = heatmap_key = None

@@ -247,7 +247,13 @@ class LeasedWorker(SimpleWorker):
         frames = sum(len(job_frame_entries(each) or []) for each in (job, *joined, *left_over))
         deadline_s = self.deadline.seconds_for(frames)
         started = time.monotonic()
-        with self._leases_renewed(running), watched(deadline_s, lambda: self._give_up(running, queue, deadline_s), self._in_outage):
+        # The watchdog runs in a thread of its own, which does not see this thread's context.
+        waiters = (self.redis_waiter, current_context().database_waiter, current_context().checkpoint_waiter)
+
+        def in_outage() -> bool:  # time spent waiting out an outage is not the batch's
+            return any(waiter.in_outage for waiter in waiters)
+
+        with self._leases_renewed(running), watched(deadline_s, lambda: self._give_up(running, queue, deadline_s), in_outage):
             try:
                 for group in ([job, *joined], *([each] for each in left_over)):
                     self._score(group, queue, running)
@@ -256,11 +262,6 @@ class LeasedWorker(SimpleWorker):
                 raise
         self.deadline.measured(frames, time.monotonic() - started)
         self.set_state(WorkerStatus.IDLE)
-
-    def _in_outage(self) -> bool:
-        """Whether a dependency of the running batch is away (its time then does not count against it)."""
-        context = current_context()
-        return any(waiter.in_outage for waiter in (self.redis_waiter, context.database_waiter, context.checkpoint_waiter))
 
     def _give_up(self, running: dict[str, tuple[Job, Execution]], queue: Queue, deadline_s: float) -> None:
         """From the watchdog thread: fail the jobs still running with the reason, then restart the process."""

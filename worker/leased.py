@@ -46,12 +46,11 @@ from rq import Queue, SimpleWorker, worker_registration
 from rq.exceptions import DequeueTimeout, StopRequested
 from rq.executions import Execution
 from rq.job import Job
+from rq.registry import FailedJobRegistry
 from rq.utils import now
 from rq.worker import WorkerStatus
 
 from wire.connections import OutageInterrupted, OutageWaiter, is_redis_outage
-from rq.registry import FailedJobRegistry
-
 from wire.protocol import (
     DEAD_LETTERS_META,
     SERIALIZER,
@@ -170,9 +169,10 @@ class LeasedWorker(SimpleWorker):
                 )
             except DequeueTimeout:
                 continue
-            # From here a stop waits for the job; one landing before this line leaves the job to rq's
-            # intermediate-queue cleanup, which retries it.
-            self.loop_state = LoopState.TAKING
+            if taken is not None:
+                # From here a stop waits for the job; one landing before this line leaves the job to
+                # rq's intermediate-queue cleanup, which retries it.
+                self.loop_state = LoopState.TAKING
             return taken
 
     @property
@@ -277,7 +277,7 @@ class LeasedWorker(SimpleWorker):
         self.restart()
 
     def _start(self, job: Job, queue: Queue) -> Execution:
-        """Lease and start `job`; granted its retries at its first start."""
+        """Lease and start `job`; one enqueued without retries is granted `max_retries` at its first start."""
         if job.retries_left is None:
             # Publishers enqueue without retries; granted once, then counted down by rq.
             job.retries_left = self.max_retries

@@ -20,8 +20,9 @@ from contextlib import contextmanager
 
 logger = logging.getLogger(__name__)
 
-#: The shortest automatic deadline, in seconds: room for loading a model and a slow first batch.
-DEADLINE_FLOOR_S = 120.0
+#: The shortest automatic deadline, in seconds: room for loading a model and a slow first batch (32
+#: frames of 64 MP took over 120 s to decode on a busy 2-core CPU).
+DEADLINE_FLOOR_S = 600.0
 #: An automatic deadline is this many times the time a batch is expected to take.
 DEADLINE_FACTOR = 10.0
 #: Weight of the newest batch in the measured seconds per frame (an exponential moving average).

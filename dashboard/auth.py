@@ -105,8 +105,10 @@ def client_throttle() -> ClientThrottle:
 
 
 def client_address() -> str:
-    """The address the session's requests come from ("local" when Streamlit does not tell)."""
-    return st.context.ip_address or "local"
+    """The address the session's WebSocket comes from; "local" when Streamlit does not tell (a browser
+    on this machine, or a test's mock)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) and address else "local"
 
 
 def passwords_match(given: str, password: SecretStr) -> bool:

@@ -57,9 +57,9 @@ EXPIRED_REASON = "frame bytes expired"
 UNRECORDABLE_REASON = "result not recordable"
 #: Start of the error row of a frame whose job failed on every attempt (see `record_dead_letters`).
 DEAD_LETTER_REASON = "dead letter"
-#: Bytes a decoded frame holds while it is scored, per byte of its RGB pixels: the pixels, and its
-#: anomaly map of one float32 per pixel (4/3 of them).
-SCORING_BYTES_PER_IMAGE_BYTE = 7 / 3
+#: Bytes a decoded frame holds while it is scored, per byte of its RGB pixels (3 a pixel): the pixels,
+#: its anomaly map and the map's normalised copy (4 each, float32) and the heatmap overlay (3).
+SCORING_BYTES_PER_IMAGE_BYTE = 14 / 3
 # The fields an error row cannot do without, and the longest value each column holds.
 _IDENTITY_FIELDS = {name: Inspection.__table__.c[name].type.length for name in ("frame_id", "line", "camera")}
 
@@ -101,9 +101,8 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
     fetched = _fetch(context, frames, started_at, records, outcome)
     # Decoded a few at a time: the frames held at once (and their anomaly maps) stay within the budget.
     for images_by_line in _decoded_within_budget(context, fetched, started_at, records):
-        for model, group in _group_by_model(context, images_by_line, started_at, records):
-            for start in range(0, len(group), context.batch_size):
-                records += _score_group(context, model, group[start : start + context.batch_size], started_at)
+        _score_chunk(context, images_by_line, started_at, records)
+        del images_by_line  # so that the next chunk is decoded without this one held
 
     outbox = verdict_outbox(records, context.verdict_topic_prefix)
     context.database_waiter.call(lambda: write_inspections(context.engine, records, outbox), f"writing {len(records)} rows")
@@ -231,6 +230,18 @@ def _fit_to_side(image: np.ndarray, longest_side: int) -> np.ndarray:
     scale = longest_side / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _score_chunk(
+    context: WorkerContext,
+    images_by_line: dict[str, list[tuple[FrameEntry, np.ndarray]]],
+    started_at: datetime,
+    records: list[InspectionRecord],
+) -> None:
+    """Score one chunk of decoded frames, by model, in forward passes of at most the batch size; rows into `records`."""
+    for model, group in _group_by_model(context, images_by_line, started_at, records):
+        for start in range(0, len(group), context.batch_size):
+            records += _score_group(context, model, group[start : start + context.batch_size], started_at)
 
 
 def _group_by_model(

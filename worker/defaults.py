@@ -21,4 +21,4 @@ HEARTBEATS_PER_LEASE = 4
 MAX_FRAME_SIDE = 2048
 #: Megabytes of decoded frames (and their anomaly maps) a worker holds at once; a batch over it is
 #: decoded and scored a few frames at a time.
-DEFAULT_DECODE_BUDGET_MB = 1024
+DEFAULT_DECODE_BUDGET_MB = 512

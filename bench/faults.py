@@ -10,9 +10,9 @@ the fault says so), a fresh store and two `lineguard worker` processes:
 - foreign-jobs:         os.system and subprocess.call jobs on the queue beside the frames;
 - redis-kill (camera):  a video of the frames, Redis SIGKILLed and restarted empty with frames
                         queued; a camera cannot send them again, so they must be counted as lost.
-- take-gap-term/-kill:  one frame a job; a worker sent SIGTERM (or SIGKILL) 20 times at random
-                        moments while it takes and scores jobs, restarted each time; "in gap" counts
-                        the kills that left taken, unstarted jobs in rq's intermediate queue;
+- take-gap-term/-kill:  one worker, one frame a job; 20 times, after a random pause, the worker is sent
+                        SIGTERM (or SIGKILL) the moment a job sits taken but unstarted in rq's
+                        intermediate queue, then restarted; the note counts the kills that left one;
 - poison:               every flagged frame fails on every attempt (its line's artifact folder is a
                         file): its job is retried, then each such frame gets a dead-letter row;
 - full-disk:            artifacts on a full 2 MiB tmpfs: no flagged frame's pictures can be written;
@@ -193,9 +193,8 @@ def wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 def frames_folder(root: Path, count: int) -> Path:
-    images = sorted((DATA / "test").rglob("*.png"))[:count]
-    if len(images) < count:
-        raise SystemExit(f"{DATA} has only {len(images)} test images; ask for fewer --frames")
+    found = sorted((DATA / "test").rglob("*.png"))
+    images = [found[index % len(found)] for index in range(count)]  # the test images again when more are asked for
     folder = root / "incoming"
     folder.mkdir(parents=True)
     for index, image in enumerate(images):
@@ -333,29 +332,37 @@ GAP_KILLS = 20
 
 
 def take_gap(sig: signal.Signals) -> Callable[[Path, Path, int, float], Outcome]:
-    """A worker sent `sig` GAP_KILLS times at random moments while it takes one-frame jobs, restarted each time."""
+    """One worker on one-frame jobs, sent `sig` GAP_KILLS times: each time after a random pause, at
+    the first moment a job sits in rq's intermediate queue unstarted (taken, not started), and
+    restarted; the kills that left such a job behind are counted."""
 
     def fault(root: Path, checkpoint: Path, count: int, _outage_s: float) -> Outcome:
-        line = Line(root, checkpoint)
+        line = Line(root, checkpoint, worker_args=((),))
         try:
             line.run("ingest", "folder", str(frames_folder(root, count)), "--line", LINE, "--camera", CAMERA, "--no-progress", "--batch-size", "1")
             connection = Redis.from_url(line.redis.url)
             queue = make_queue(connection, QUEUE)
+
+            def unstarted() -> set[str]:
+                return set(queue.intermediate_queue.get_job_ids()) - set(queue.started_job_registry.get_job_ids(cleanup=False))
+
             in_gap = 0
             rng = random.Random(0)
             for _ in range(GAP_KILLS):
-                time.sleep(rng.uniform(0.0, 1.5))
-                victim = line.workers[0]
-                victim.send_signal(sig)
-                victim.wait(120)
-                taken = set(queue.intermediate_queue.get_job_ids())
-                in_gap += len(taken - set(queue.started_job_registry.get_job_ids(cleanup=False)))
+                wait(lambda: line.alive() == 1, 180, "the worker to register")
+                time.sleep(rng.uniform(0.0, 0.5))
+                deadline = time.monotonic() + 10
+                while not unstarted() and time.monotonic() < deadline and queue.count:
+                    pass  # as fast as Redis answers: the gap lasts milliseconds
+                line.workers[0].send_signal(sig)
+                line.workers[0].wait(120)
+                in_gap += bool(unstarted())
                 line.workers[0] = line.start_worker(0)
             connection.close()
             settling = time.monotonic()
             wait(lambda: line.rows()[0] >= count, RECOVERY_TIMEOUT_S, "a row per file")
-            outcome = line.finish(Outcome(f"{sig.name} x{GAP_KILLS} at random moments", count, recover_s=time.monotonic() - settling))
-            outcome.note = f"{in_gap} jobs left taken, unstarted"
+            outcome = line.finish(Outcome(f"{sig.name} x{GAP_KILLS} in the take-to-start gap", count, recover_s=time.monotonic() - settling))
+            outcome.note = f"{in_gap} of {GAP_KILLS} kills left a taken job unstarted"
             return outcome
         finally:
             line.close()

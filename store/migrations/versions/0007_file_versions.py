@@ -4,8 +4,8 @@
 mtime) counted as "already ingested" forever. Each version of a file, (path, size, mtime), is now
 claimed once.
 
-Revision ID: 0005_file_versions
-Revises: 0004_review_history
+Revision ID: 0007_file_versions
+Revises: 0006_model_activations
 Created: 2026-12-04
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0005_file_versions"
-down_revision: str | None = "0004_review_history"
+revision: str = "0007_file_versions"
+down_revision: str | None = "0006_model_activations"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -10,6 +10,7 @@ Saving reviews clears the cached review results so the saved parts leave the que
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -23,6 +24,7 @@ from dashboard.health import QueueHealth, queue_health
 from dashboard.windows import Window
 from store.alarms import AlarmInfo, open_alarms
 from store import (
+    ActivationInfo,
     ArtifactError,
     ArtifactStore,
     InspectionFilter,
@@ -33,6 +35,8 @@ from store import (
     OutboxDepth,
     RateBucket,
     StoredInspection,
+    activate_model,
+    activation_history,
     count_review_queue,
     defect_rate_series,
     inspection_detail,
@@ -44,6 +48,7 @@ from store import (
     outbox_depth,
     review_precision,
     review_queue,
+    rollback_model,
     save_review,
 )
 
@@ -195,6 +200,32 @@ def save_reviews(database_url: str, inspection_ids: Iterable[int], verdict: str,
         for cached in (queue_page, queue_size, precision):
             cached.clear()
     return saved
+
+
+@st.cache_data(ttl=REFERENCE_TTL_S, show_spinner=False)
+def activations(database_url: str, line: str) -> list[ActivationInfo]:
+    """Every change of ``line``'s model, newest first."""
+    return activation_history(engine(database_url), line)
+
+
+def change_line_model(database_url: str, line: str, version: str | None, by: str, reason: str | None) -> ActivationInfo:
+    """Make ``version`` ``line``'s model (None: roll back its latest change), recorded as ``by``'s
+    action; the cached models and histories are cleared so every page shows the change at once."""
+    try:
+        if version is None:
+            return rollback_model(engine(database_url), line, by=by, reason=reason)
+        return activate_model(engine(database_url), line, version, by=by, reason=reason)
+    finally:
+        for cached in (line_models, activations):
+            cached.clear()
+
+
+def artifact_json(artifacts_url: str, key: str) -> dict | None:
+    """The JSON document stored under ``key`` (a comparison), or None when there is none or it is unreadable."""
+    try:
+        return json.loads(artifact_store(artifacts_url).get(key))
+    except (ArtifactError, ValueError):
+        return None
 
 
 def artifact_image(artifacts_url: str, key: str, max_side: int | None) -> bytes | None:

@@ -89,6 +89,9 @@ def _register_ingest(commands: argparse._SubParsersAction) -> None:
     video.add_argument("source", help="video file, camera index (0, 1...) or URL (rtsp://...)")
     video.add_argument("--fps", type=float, help="keep at most this many frames per second")
     video.add_argument("--loop", action="store_true", help="play a video file again and again")
+    video.add_argument("--wait", action="store_true", help="wait for a source that cannot be opened at the start (default: fail at once, saying why)")
+    video.add_argument("--stall-timeout", type=float, default=5.0, help="seconds without a frame after which a live source counts as frozen and is reopened (default 5)")
+    video.add_argument("--reconnect-max", type=float, default=1.0, help="longest wait between reconnection attempts, seconds (default 1)")
     video.set_defaults(handler=run_ingest_video)
 
 
@@ -189,7 +192,8 @@ def run_ingest_video(args: argparse.Namespace) -> int:
     try:
         source = VideoSource(
             args.source, args.line, args.camera, engine=engine, fps_cap=args.fps, loop=args.loop,
-            reconcile_interval_s=args.reconcile_interval,
+            reconcile_interval_s=args.reconcile_interval, stall_timeout_s=args.stall_timeout, wait=args.wait,
+            reconnect_max_s=args.reconnect_max,
         )
         with stop_on_signals() as stop, _serving_metrics(args.metrics_port, redis, engine, settings):
             publisher = _publisher(redis, settings, args, stop)

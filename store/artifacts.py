@@ -28,6 +28,8 @@ ARTIFACT_KEY_MAX_LENGTH = 512
 ARTIFACT_FILE_MODE = 0o644
 # One key component: letters, digits, '_', '-', '.', '=', '+', not starting with '.' (no '..', no hidden files).
 _KEY_COMPONENT = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9._=+-]*")
+# Characters a key part may hold; anything else in a name becomes '_' in `key_part`.
+_UNSAFE_KEY_CHARACTERS = re.compile(r"[^A-Za-z0-9_=+.-]")
 
 
 class ArtifactStore(Protocol):
@@ -82,6 +84,12 @@ def check_artifact_key(key: str) -> str:
                 "letters, digits and _ - . = +, and may not start with '.' (so no '..')"
             )
     return key
+
+
+def key_part(name: str) -> str:
+    """`name` (a line, camera, frame id, model version) as one key part: unsafe characters
+    replaced, no leading dot, not empty."""
+    return _UNSAFE_KEY_CHARACTERS.sub("_", name).lstrip(".") or "_"
 
 
 class FileArtifactStore:

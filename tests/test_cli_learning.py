@@ -4,13 +4,14 @@ and every change of model is recorded. Rows carry raw scores as a worker writes 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from learning_fixtures import untrained_checkpoint  # noqa: F401 - fixture
 from line_fixtures import LINE, line_redis, sqlite_line_settings  # noqa: F401 - fixtures
 from sqlalchemy import Engine
-from store_fixtures import make_record
+from store_fixtures import BASE_TIME, make_record
 
 from lineguard.cli import main
 from lineguard.registration import register_checkpoint
@@ -91,3 +92,100 @@ def test_rollback_without_an_earlier_model_is_one_clear_line(line_store, capsys)
     with pytest.raises(SystemExit) as usage_error:
         main(["models", "recalibrate", "--line", LINE, "--since", "last tuesday"])
     assert usage_error.value.code == 2 and "neither an ISO date" in capsys.readouterr().err
+
+
+def test_compare_scores_both_models_on_the_stored_pictures(sqlite_line_settings, untrained_checkpoint, capsys) -> None:  # noqa: F811
+    """Active and candidate share weights and differ in threshold: the candidate passes the two
+    reviewed false alarms and still catches the two defects, and says so by frame id."""
+    from model.calibration import Calibration
+    from model.checkpoint import save_recalibrated
+    from model.images import decode_image
+    from model.synthetic import good_part
+    from store.artifacts import open_artifact_store
+    from worker.evidence import evidence_keys, save_evidence
+
+    engine = make_engine(sqlite_line_settings.database_url)
+    upgrade(engine)
+    artifacts = open_artifact_store(sqlite_line_settings.artifacts_url)
+    model = load_checkpoint(untrained_checkpoint, device="cpu")  # the precision the command picks
+    rng = np.random.default_rng(3)
+    image_keys = {}
+    for i in range(12):
+        image = good_part(64, rng)
+        frame = f"part-{i}"
+        image_keys[frame], _ = save_evidence(artifacts, evidence_keys(LINE, "cam-0", BASE_TIME, frame), image, model.score_images([image])[0], model)
+    # Ranked as the comparison sees them: scored from the stored pictures.
+    stored = {frame: decode_image(artifacts.get(key), frame) for frame, key in image_keys.items()}
+    raw = {frame: result.raw_score for frame, result in zip(stored, model.score_images(list(stored.values())))}
+    ranked = sorted(raw, key=raw.get)
+    scores = [raw[frame] for frame in ranked]
+
+    def version_at(threshold: float, name: str) -> str:
+        calibration = Calibration(threshold, scores[5], 0.01, 0.0, 1.0, 12, "normal")
+        path = untrained_checkpoint.with_name(f"{name}.pt")
+        save_recalibrated(untrained_checkpoint, calibration, {"test": name}, path)
+        return register_checkpoint(engine, path)["version"]
+
+    active = version_at((scores[7] + scores[8]) / 2, "active")  # flags the top 4
+    candidate = version_at((scores[9] + scores[10]) / 2, "candidate")  # flags the top 2
+    register_checkpoint(engine, Path(get_model(engine, active).checkpoint_path), LINE)
+    write_inspections(engine, [
+        make_record(frame, line=LINE, verdict="defect" if rank >= 8 else "good", raw_score=raw[frame], model_version=active, image_key=image_keys[frame])
+        for rank, frame in enumerate(ranked)
+    ])
+    assert run(capsys, "review", ranked[10], ranked[11], "--verdict", "defect", "--reviewer", "ana")[0] == 0
+    assert run(capsys, "review", ranked[8], ranked[9], "--verdict", "false_alarm", "--reviewer", "ana")[0] == 0
+
+    code, out, _ = run(capsys, "models", "compare", candidate, "--line", LINE, "--device", "cpu", "--json")
+    assert code == 0
+    comparison = json.loads(out)
+    assert comparison["parts"] == 12 and comparison["unreadable"] == []
+    assert (comparison["active"]["defects_caught"], comparison["active"]["false_alarms"]) == (2, 2)
+    assert (comparison["candidate"]["defects_caught"], comparison["candidate"]["false_alarms"]) == (2, 0)
+    assert comparison["now_passed"] == {ranked[8]: "good", ranked[9]: "good"} and comparison["now_flagged"] == {}
+    code, out, _ = run(capsys, "models", "compare", candidate, "--line", LINE, "--device", "cpu")
+    assert "false alarms on good parts" in out and f"now passed by the candidate (2): {ranked[8]} (good)" in out
+    engine.dispose()
+
+
+def test_retrain_trains_a_candidate_on_the_original_images_and_the_lines_pictures(line_store, sqlite_line_settings, tmp_path, capsys) -> None:  # noqa: F811
+    """A tiny training (random teacher, 64 px, 3 steps): what it trains on, and that it stays a candidate."""
+    import cv2
+
+    from model.checkpoint import read_checkpoint
+    from model.synthetic import good_part
+    from store.artifacts import open_artifact_store
+
+    engine, version = line_store
+    code, _, err = run(capsys, "models", "retrain", "--line", LINE, "--steps", "3", "--device", "cpu")
+    assert code == 2 and "training folder of" in err and "give it with --data DIR" in err
+
+    rng = np.random.default_rng(5)
+    original = tmp_path / "train-good"
+    original.mkdir()
+    for i in range(16):
+        cv2.imwrite(str(original / f"{i:03d}.png"), good_part(64, rng))
+    artifacts = open_artifact_store(sqlite_line_settings.artifacts_url)
+    pictured = {f"fa-{i}": f"pictures/fa-{i}.jpg" for i in range(3)} | {f"p-{i}": f"pictures/p-{i}.jpg" for i in range(5)}
+    for frame, key in pictured.items():
+        artifacts.put(key, cv2.imencode(".jpg", good_part(64, rng))[1].tobytes())
+    with engine.begin() as connection:
+        from sqlalchemy import update
+
+        from store.schema import Inspection
+
+        for frame, key in pictured.items():
+            connection.execute(update(Inspection).where(Inspection.frame_id == frame).values(image_key=key))
+    assert run(capsys, "review", "fa-0", "fa-1", "fa-2", "--verdict", "false_alarm", "--reviewer", "ana")[0] == 0
+
+    out = tmp_path / "candidate.pt"
+    code, out_text, _ = run(
+        capsys, "models", "retrain", "--line", LINE, "--data", str(original), "--steps", "3", "--device", "cpu", "--out", str(out), "--no-progress"
+    )
+    assert code == 0, out_text
+    assert "on 16 original good images" in out_text and "3 false alarms, 5 passed parts" in out_text
+    training_data = read_checkpoint(out)["training_data"]
+    assert training_data["n_images"] == 24 and training_data["folder"] == str((tmp_path / "candidate.data").resolve())
+    candidate = read_checkpoint(out)["version"]
+    assert get_model(engine, candidate).checkpoint_path == str(out.resolve())
+    assert active_model_for_line(engine, LINE) == version

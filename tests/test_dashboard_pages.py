@@ -305,6 +305,31 @@ def test_models_page_lists_versions_metrics_calibration_and_lines(dashboard_env:
     assert any("this model was trained with a random teacher" in warning.value for warning in at.warning)
 
 
+def test_models_page_promotes_and_rolls_back_as_one_action_each(dashboard_env: Populated) -> None:
+    from store import activation_history, active_model_for_line
+
+    at = open_page("models")
+    at.selectbox(key="models_version").select("ts-random-1").run()
+    assert any("Flags about 1.0% of good parts; threshold 2.5 from 12 held-out training images." in m.value for m in at.markdown)
+    assert [metric.label for metric in at.metric] == ["Image AUROC", "Pixel AUROC"]
+    at.selectbox(key="models_line").select("line-a").run()
+    at.text_input(key="models_by").input("Ana").run()
+    at.text_input(key="models_reason").input("fewer false alarms").run()
+    at.button(key="models_promote").click().run()
+    assert not at.exception, [item.value for item in at.exception]
+    engine = make_engine(dashboard_env.database_url)
+    try:
+        assert active_model_for_line(engine, "line-a") == "ts-random-1"
+        assert table_with(at, "why").iloc[0][["to", "from", "by", "why"]].tolist() == [
+            "ts-random-1", "ts-imagenet-1", "Ana", "fewer false alarms"
+        ]
+        at.button(key="models_rollback").click().run()
+        assert active_model_for_line(engine, "line-a") == "ts-imagenet-1"
+        assert activation_history(engine, "line-a")[0].reason == "fewer false alarms"
+    finally:
+        engine.dispose()
+
+
 # --- PostgreSQL ---
 
 

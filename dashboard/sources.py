@@ -17,11 +17,13 @@ from datetime import datetime, timedelta
 import streamlit as st
 from PIL import Image, UnidentifiedImageError
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from dashboard import queries
 from dashboard.health import QueueHealth, queue_health
 from dashboard.windows import Window
+from wire.training_jobs import TrainingJob, TrainingRequest, queue_training, training_jobs
 from store.alarms import AlarmInfo, open_alarms
 from store import (
     ActivationInfo,
@@ -218,6 +220,19 @@ def change_line_model(database_url: str, line: str, version: str | None, by: str
     finally:
         for cached in (line_models, activations):
             cached.clear()
+
+
+def queue_retraining(redis_url: str, line: str, by: str) -> str:
+    """Queue a retraining of ``line`` for `lineguard worker --train`; returns the job's id."""
+    return queue_training(redis_client(redis_url), TrainingRequest(line=line, requested_by=by))
+
+
+def retrainings(redis_url: str, line: str) -> list[TrainingJob] | None:
+    """The latest training jobs of ``line``, newest first; None when Redis does not answer."""
+    try:
+        return training_jobs(redis_client(redis_url), line, limit=5)
+    except RedisError:
+        return None
 
 
 def artifact_json(artifacts_url: str, key: str) -> dict | None:

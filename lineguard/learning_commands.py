@@ -42,6 +42,8 @@ def register_model_actions(actions: argparse._SubParsersAction) -> None:
     retrain.add_argument("--out", type=Path, help="checkpoint to write (default: beside the active model's)")
     retrain.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     retrain.add_argument("--no-progress", action="store_true", help="no progress bars")
+    retrain.add_argument("--queue", action="store_true", help="queue it for `lineguard worker --train` instead of training here")
+    retrain.add_argument("--by", help="who asks (default: the login name)")
     retrain.set_defaults(handler=run_retrain)
 
     compare = actions.add_parser(
@@ -130,6 +132,8 @@ def run_retrain(args: argparse.Namespace) -> int:
     from store.records import active_model_info
 
     settings = Settings.from_environment()
+    if args.queue:
+        return _queue_retraining(settings, args)
     engine = open_store(settings)
     try:
         base = active_model_info(engine, args.line)
@@ -148,6 +152,46 @@ def run_retrain(args: argparse.Namespace) -> int:
         engine.dispose()
     print(f"registered candidate {result.version} ({out}), threshold {result.threshold:.4g}, trained in {result.seconds:.0f} s")
     print(f"compare it with: lineguard models compare {result.version} --line {args.line}")
+    return 0
+
+
+def _queue_retraining(settings: Settings, args: argparse.Namespace) -> int:
+    from lineguard.services import connect_redis
+    from wire.training_jobs import TrainingRequest, queue_training
+
+    redis = connect_redis(settings)
+    try:
+        request = TrainingRequest(
+            line=args.line, requested_by=actor(args.by), data=str(args.data) if args.data else None,
+            extra=[str(folder) for folder in args.extra], steps=args.steps,
+        )
+        job_id = queue_training(redis, request)
+    finally:
+        redis.close()
+    print(f"queued training job {job_id} for line {args.line}; `lineguard worker --train` runs it, the Models page shows its progress")
+    return 0
+
+
+def run_training_worker_command(args: argparse.Namespace) -> int:
+    """`lineguard worker --train`: run queued training jobs until stopped (with --burst, until none wait)."""
+    import os
+    import socket
+
+    from lineguard.services import connect_redis, open_artifacts, open_store
+    from lineguard.signals import stop_on_signals
+    from worker.training import run_training_worker
+
+    settings = Settings.from_environment()
+    redis = connect_redis(settings)
+    engine = open_store(settings)
+    try:
+        with stop_on_signals() as stop:
+            name = args.name or f"{socket.gethostname()}.{os.getpid()}"
+            ran = run_training_worker(redis, engine, open_artifacts(settings), name, args.device, stop, burst=args.burst)
+    finally:
+        engine.dispose()
+        redis.close()
+    print(f"ran {ran} training job(s)")
     return 0
 
 

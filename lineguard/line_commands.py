@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lineguard.learning_commands import actor, register_model_actions
+from lineguard.learning_commands import actor, register_model_actions, run_training_worker_command
 from lineguard.settings import Settings
 
 if TYPE_CHECKING:  # imported where used, so that `lineguard --help` does not load torch or rq
@@ -110,6 +110,9 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
     worker.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     worker.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"most frames per forward pass (default {DEFAULT_BATCH_SIZE})")
     worker.add_argument("--burst", action="store_true", help="stop once the queue is empty")
+    worker.add_argument(
+        "--train", action="store_true", help="run queued training jobs (`models retrain --queue`, the dashboard) instead of scoring"
+    )
     worker.add_argument("--threads", type=int, help="CPU threads for the model (default: torch's choice)")
     worker.add_argument(
         "--lease", type=int, default=DEFAULT_LEASE_S,
@@ -209,6 +212,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
     from lineguard.services import connect_redis, open_store
     from worker.process import WorkerOptions, run_worker
 
+    if args.train:
+        return run_training_worker_command(args)
     settings = Settings.from_environment()
     options = WorkerOptions(
         device=args.device,

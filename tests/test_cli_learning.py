@@ -4,6 +4,7 @@ and every change of model is recorded. Rows carry raw scores as a worker writes 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from lineguard.settings import Settings
 from model.checkpoint import load_checkpoint, weights_version
 from store.db import make_engine, upgrade
 from store.records import active_model_for_line, get_model, write_inspections
+from wire.training_jobs import TrainingRequest, queue_training, read_training, take_training, training_jobs
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -148,8 +150,11 @@ def test_compare_scores_both_models_on_the_stored_pictures(sqlite_line_settings,
     engine.dispose()
 
 
-def test_retrain_trains_a_candidate_on_the_original_images_and_the_lines_pictures(line_store, sqlite_line_settings, tmp_path, capsys) -> None:  # noqa: F811
-    """A tiny training (random teacher, 64 px, 3 steps): what it trains on, and that it stays a candidate."""
+def test_a_queued_retraining_trains_a_candidate_on_the_original_images_and_the_lines_pictures(
+    line_store, sqlite_line_settings, line_redis, tmp_path, capsys  # noqa: F811
+) -> None:
+    """Queued, then run by `worker --train` (a tiny training: random teacher, 64 px, 3 steps): what
+    it trains on, and that it stays a candidate."""
     import cv2
 
     from model.checkpoint import read_checkpoint
@@ -178,14 +183,24 @@ def test_retrain_trains_a_candidate_on_the_original_images_and_the_lines_picture
             connection.execute(update(Inspection).where(Inspection.frame_id == frame).values(image_key=key))
     assert run(capsys, "review", "fa-0", "fa-1", "fa-2", "--verdict", "false_alarm", "--reviewer", "ana")[0] == 0
 
-    out = tmp_path / "candidate.pt"
     code, out_text, _ = run(
-        capsys, "models", "retrain", "--line", LINE, "--data", str(original), "--steps", "3", "--device", "cpu", "--out", str(out), "--no-progress"
+        capsys, "models", "retrain", "--line", LINE, "--data", str(original), "--steps", "3", "--queue", "--by", "ana"
     )
-    assert code == 0, out_text
-    assert "on 16 original good images" in out_text and "3 false alarms, 5 passed parts" in out_text
+    assert code == 0 and "queued training job" in out_text
+    [job] = training_jobs(line_redis, LINE)
+    assert (job.state, job.request.requested_by, job.request.steps) == ("queued", "ana", 3)
+    code, out_text, _ = run(capsys, "worker", "--train", "--burst", "--device", "cpu")
+    assert code == 0 and "ran 1 training job(s)" in out_text
+    [job] = training_jobs(line_redis, LINE)
+    assert job.state == "done" and job.error == "", job.error
+    out = Path(get_model(engine, job.candidate).checkpoint_path)
     training_data = read_checkpoint(out)["training_data"]
-    assert training_data["n_images"] == 24 and training_data["folder"] == str((tmp_path / "candidate.data").resolve())
-    candidate = read_checkpoint(out)["version"]
-    assert get_model(engine, candidate).checkpoint_path == str(out.resolve())
+    assert training_data["n_images"] == 16 + 3 + 5 and training_data["folder"] == str(out.with_name(out.stem + ".data").resolve())
     assert active_model_for_line(engine, LINE) == version
+
+
+def test_a_training_job_whose_worker_died_reads_as_abandoned(line_redis) -> None:  # noqa: F811
+    job_id = queue_training(line_redis, TrainingRequest(line=LINE, requested_by="ana"))
+    assert take_training(line_redis, "trainer-1", timeout_s=1).state == "running"
+    line_redis.hset(f"lineguard:training:job:{job_id}", "heartbeat_at", repr(time.time() - 120))
+    assert read_training(line_redis, job_id).state == "abandoned"

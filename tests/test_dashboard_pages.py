@@ -325,6 +325,8 @@ def test_models_page_promotes_and_rolls_back_as_one_action_each(dashboard_env: P
         ]
         at.button(key="models_rollback").click().run()
         assert active_model_for_line(engine, "line-a") == "ts-imagenet-1"
+        at.button(key="models_retrain").click().run()
+        assert table_with(at, "progress").iloc[0][["by", "state"]].tolist() == ["Ana", "queued"]
         assert activation_history(engine, "line-a")[0].reason == "fewer false alarms"
     finally:
         engine.dispose()

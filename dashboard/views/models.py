@@ -4,7 +4,7 @@ beside the active model, promote and roll back, and the history of changes."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -124,6 +124,7 @@ def line_panel(model: ModelInfo, active_by_line: Mapping[str, str], settings: Da
             st.error(str(error))
         else:
             st.success(f"{line} now scores with {change.model_version}; running workers switch within seconds.")
+    retraining_view(line, by, settings)
     history = sources.activations(database_url, line)
     if history:
         zone = components.viewer_timezone()
@@ -143,6 +144,34 @@ def line_panel(model: ModelInfo, active_by_line: Mapping[str, str], settings: Da
             ),
             hide_index=True,
             key="models_history",
+        )
+
+
+def retraining_view(line: str, by: str, settings: DashboardSettings) -> None:
+    """Queue a retraining of the line (run by `lineguard worker --train`, never here) and show its progress."""
+    redis_url = settings.services.redis_url
+    if st.button(f"Retrain on {line}'s parts", key="models_retrain", disabled=not by.strip()):
+        job_id = sources.queue_retraining(redis_url, line, by)
+        st.success(f"Training job {job_id} queued; `lineguard worker --train` runs it.")
+    jobs = sources.retrainings(redis_url, line)
+    if jobs is None:
+        st.caption("Training jobs unknown: Redis does not answer.")
+    elif jobs:
+        zone = components.viewer_timezone()
+        st.markdown("**Retrainings of this line**")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "queued": components.local_time(datetime.fromtimestamp(job.queued_at, UTC), zone),
+                        "by": job.request.requested_by,
+                        "state": job.state,
+                        "progress": job.phase or job.error or (f"candidate {job.candidate}" if job.candidate else ""),
+                    }
+                    for job in jobs
+                ]
+            ),
+            hide_index=True,
         )
 
 

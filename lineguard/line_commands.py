@@ -98,6 +98,7 @@ def _register_ingest(commands: argparse._SubParsersAction) -> None:
 def _register_worker(commands: argparse._SubParsersAction) -> None:
     from worker.defaults import (
         DEFAULT_BATCH_SIZE,
+        DEFAULT_DECODE_BUDGET_MB,
         DEFAULT_GOOD_SAMPLE_EVERY,
         DEFAULT_LEASE_S,
         DEFAULT_MAX_RETRIES,
@@ -117,7 +118,18 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
         "--lease", type=int, default=DEFAULT_LEASE_S,
         help=f"seconds after which a dead worker's job is retried elsewhere (default {DEFAULT_LEASE_S})",
     )
-    worker.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, help="retries of a job whose worker died or that failed")
+    worker.add_argument(
+        "--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
+        help="retries of a job enqueued without any (published jobs carry their own) whose worker died or that failed",
+    )
+    worker.add_argument(
+        "--batch-deadline", type=float,
+        help="seconds a batch may take before the worker gives it back and restarts (default: from the batch size and the measured speed)",
+    )
+    worker.add_argument(
+        "--decode-budget-mb", type=int, default=DEFAULT_DECODE_BUDGET_MB,
+        help=f"MB of decoded frames held at once; larger batches are decoded a few frames at a time (default {DEFAULT_DECODE_BUDGET_MB})",
+    )
     worker.add_argument(
         "--model-refresh", type=float, default=DEFAULT_MODEL_REFRESH_S,
         help=f"seconds between reads of the active models (default {DEFAULT_MODEL_REFRESH_S:g})",
@@ -212,6 +224,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
         max_retries=args.max_retries,
         model_refresh_s=args.model_refresh,
         good_sample_every=args.good_sample_every,
+        batch_deadline_s=args.batch_deadline,
+        decode_budget_mb=args.decode_budget_mb,
         threads=args.threads,
         name=args.name,
         verdict_topic_prefix=settings.mqtt_topic_prefix if settings.outbox_sinks else None,

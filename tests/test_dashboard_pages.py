@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import auth
 from dashboard.queries import inspections_export
+from dashboard.users import hash_password
 from store import (
     InspectionFilter,
     SentFrame,
@@ -395,13 +396,13 @@ class StepClock:
 
 @pytest.fixture
 def throttle_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[StepClock]:
-    """A password set, and a fresh server-wide sign-in throttle on a clock the test moves; forgotten after."""
+    """A password set, and a fresh sign-in throttle on a clock the test moves; forgotten after."""
     monkeypatch.setenv("LINEGUARD_DASHBOARD_PASSWORD", PASSWORD)
-    auth.server_throttle.clear()
+    auth.client_throttle.clear()
     clock = StepClock()
-    auth.server_throttle().clock = clock
+    auth.client_throttle().clock = clock
     yield clock
-    auth.server_throttle.clear()
+    auth.client_throttle.clear()
 
 
 def attempt(at: AppTest, password: str) -> AppTest:
@@ -455,8 +456,8 @@ def test_wrong_passwords_in_a_row_make_the_session_wait_longer_each_time(
     assert "line-a defect rate, last hour" in metrics(at)
 
 
-def test_a_new_session_does_not_escape_the_server_wide_wait(dashboard_env: Populated, throttle_clock: StepClock) -> None:
-    free = auth.SERVER_BACKOFF.free
+def test_a_new_session_does_not_escape_its_clients_wait(dashboard_env: Populated, throttle_clock: StepClock) -> None:
+    free = auth.CLIENT_BACKOFF.free
     for index in range(free + 1):  # one wrong password in each of several new sessions: none waits for itself
         at = app()
         at.run()
@@ -465,9 +466,26 @@ def test_a_new_session_does_not_escape_the_server_wide_wait(dashboard_env: Popul
     fresh.run()
     assert [error.value for error in attempt(fresh, PASSWORD).error] == ["Too many wrong passwords: try again in 1 s."]
     assert not fresh.metric
-    throttle_clock.now += auth.SERVER_BACKOFF.first_s
+    throttle_clock.now += auth.CLIENT_BACKOFF.first_s
     attempt(fresh, PASSWORD)
     assert "line-a defect rate, last hour" in metrics(fresh)
+
+
+def test_named_users_sign_in_as_themselves_and_sign_their_reviews(
+    dashboard_env: Populated, throttle_clock: StepClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINEGUARD_DASHBOARD_USERS", f"ann:{hash_password('ann pass')}")
+    at = app()
+    at.run()
+    for user, password in (("ann", PASSWORD), ("ann", "ann pass")):  # with named users the shared password opens nothing
+        at.text_input(key="sign_in_user").input(user)
+        attempt(at, password)
+    assert not at.exception and "line-a defect rate, last hour" in metrics(at)
+    at.switch_page("views/review.py").run()
+    assert all(widget.key != "reviewer" for widget in at.text_input)  # no name to type: the signed-in one signs
+    first = dashboard_env.queue_ids[0]
+    at.button(key="review_false_alarm").click().run()
+    assert reviews_of(dashboard_env.database_url, [first]) == {first: ("false_alarm", None, "ann")}  # not LINEGUARD_REVIEWER
 
 
 def test_a_bad_setting_is_named(dashboard_env: Populated, monkeypatch: pytest.MonkeyPatch) -> None:

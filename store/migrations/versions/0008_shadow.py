@@ -1,7 +1,7 @@
 """Shadow mode: the candidate each line also runs, and its verdicts kept apart (see store.shadow).
 
-Revision ID: 0007_shadow
-Revises: 0006_model_activations
+Revision ID: 0008_shadow
+Revises: 0007_file_versions
 Created: 2026-12-04
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_shadow"
-down_revision: str | None = "0006_model_activations"
+revision: str = "0008_shadow"
+down_revision: str | None = "0007_file_versions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

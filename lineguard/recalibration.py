@@ -21,9 +21,7 @@ from sqlalchemy import Engine
 from model.calibration import Calibration, fit_calibration
 from model.checkpoint import save_recalibrated, weights_version
 from store.records import ModelInfo, ScoredPart, active_model_info, list_models, scored_parts
-from store.schema import CONFIRMED_REVIEW, FLAGGED_VERDICT
-
-FALSE_ALARM_REVIEW = "false_alarm"
+from store.schema import CONFIRMED_REVIEW, FALSE_ALARM_REVIEW, FLAGGED_VERDICT
 
 
 class NotEnoughPartsError(ValueError):

@@ -26,7 +26,7 @@ from model.training import TrainingResult, good_image_folder, train
 from store.artifacts import ArtifactStore, key_part
 from store.errors import ArtifactError
 from store.records import ModelInfo, scored_parts
-from store.schema import FLAGGED_VERDICT
+from store.schema import FALSE_ALARM_REVIEW, FLAGGED_VERDICT
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def gather_training_data(
     originals = _link_all(list_images(original), staging, "original")
     extras = sum(_link_all(list_images(Path(folder)), staging, f"extra{index}") for index, folder in enumerate(extra))
     parts = scored_parts(engine, line, None, with_image=True)
-    false_alarms = [part for part in parts if part.review == "false_alarm"]
+    false_alarms = [part for part in parts if part.review == FALSE_ALARM_REVIEW]
     passed = [part for part in parts if part.review is None and part.verdict != FLAGGED_VERDICT][-passed_parts:] if passed_parts else []
     copied = {"false_alarm": 0, "passed": 0}
     for kind, chosen in (("false_alarm", false_alarms), ("passed", passed)):

@@ -9,10 +9,10 @@ import argparse
 import getpass
 
 from lineguard.settings import Settings
-from store.schema import CONFIRMED_REVIEW
+from store.schema import CONFIRMED_REVIEW, FALSE_ALARM_REVIEW
 
 #: The verdicts a person gives on the command line, and the review verdict each is stored as.
-REVIEW_CHOICES = {"defect": CONFIRMED_REVIEW, "false_alarm": "false_alarm"}
+REVIEW_CHOICES = {"defect": CONFIRMED_REVIEW, "false_alarm": FALSE_ALARM_REVIEW}
 
 
 def register(commands: argparse._SubParsersAction) -> None:

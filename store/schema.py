@@ -44,6 +44,8 @@ ERROR_VERDICT = "error"
 REVIEW_VERDICTS: tuple[str, ...] = ("confirmed", "false_alarm")
 #: The review verdict that counts a flag as right when computing precision.
 CONFIRMED_REVIEW = "confirmed"
+#: The review verdict of a flagged part that is good: what recalibration and retraining learn from.
+FALSE_ALARM_REVIEW = "false_alarm"
 
 # Deterministic constraint names, so migrations can refer to them on both dialects.
 NAMING_CONVENTION = {

@@ -102,8 +102,11 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
     frames = _read_metadata(context, entries, started_at, records, outcome)
     fetched = _fetch(context, frames, started_at, records, outcome)
     # Decoded a few at a time: the frames held at once (and their anomaly maps) stay within the budget.
+    shadow_verdicts = []
     for images_by_line in _decoded_within_budget(context, fetched, started_at, records):
         _score_chunk(context, images_by_line, started_at, records)
+        if context.shadows is not None:
+            shadow_verdicts += context.shadows.verdicts(images_by_line, records)
         del images_by_line  # so that the next chunk is decoded without this one held
 
     outbox = verdict_outbox(records, context.verdict_topic_prefix)
@@ -115,7 +118,7 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
             lambda: record_alarm_changes(context.engine, alarms, context.verdict_topic_prefix), "recording drift alarms"
         )
     if context.shadows is not None:
-        context.shadows.score(images_by_line, records)
+        context.shadows.store(shadow_verdicts)  # after the rows: the shadow never stands in for a verdict
     if frames:
         context.redis_waiter.call(lambda: context.redis.delete(*(frame.key for frame in frames)), "deleting frame bytes")
     outcome.errors = sum(record.verdict == ERROR_VERDICT for record in records)

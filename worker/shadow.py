@@ -1,7 +1,7 @@
 """Shadow scoring: a worker also runs a line's shadow candidate (`lineguard models shadow`) on the
 frames it has just scored, and stores the candidate's verdicts apart (store.shadow).
 
-The candidate never gives a verdict: it runs after the batch's rows are written, and anything
+The candidate never gives a verdict: its verdicts are stored after the batch's rows, and anything
 that goes wrong with it (a checkpoint that does not load, a database hiccup) is logged and leaves
 the batch as it was. Its models are kept here, apart from the active models' cache, loaded once
 per version and dropped when no line shadows them any more.
@@ -47,9 +47,11 @@ class ShadowScorer:
         self._read_at: float | None = None
         self._loaded: dict[str, InspectionModel] = {}
 
-    def score(self, images_by_line: dict[str, list[tuple[FrameEntry, np.ndarray]]], records: Sequence[InspectionRecord]) -> int:
-        """Score the frames of shadowed lines with their candidate and store the verdicts; returns
-        how many were stored. Never raises: the shadow must not cost the line its verdicts."""
+    def verdicts(
+        self, images_by_line: dict[str, list[tuple[FrameEntry, np.ndarray]]], records: Sequence[InspectionRecord]
+    ) -> list[ShadowVerdict]:
+        """The shadow candidates' verdicts on the scored frames of shadowed lines. Never raises:
+        the shadow must not cost the line its verdicts."""
         try:
             self._refresh_if_due()
             scored = {record.frame_id: record for record in records if record.raw_score is not None}
@@ -68,11 +70,17 @@ class ShadowScorer:
                             active.verdict == FLAGGED_VERDICT, active.image_key,
                         )
                     )
-            write_shadow_verdicts(self._engine, verdicts)
-            return len(verdicts)
+            return verdicts
         except Exception:  # noqa: BLE001 - see the module docstring
             logger.exception("shadow scoring failed; the batch's verdicts stand")
-            return 0
+            return []
+
+    def store(self, verdicts: Sequence[ShadowVerdict]) -> None:
+        """Store shadow verdicts, once the batch's rows are written. Never raises."""
+        try:
+            write_shadow_verdicts(self._engine, verdicts)
+        except Exception:  # noqa: BLE001 - see the module docstring
+            logger.exception("%d shadow verdicts not stored; the batch's verdicts stand", len(verdicts))
 
     def _refresh_if_due(self) -> None:
         now = self._clock()

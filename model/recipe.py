@@ -36,6 +36,10 @@ class Recipe(BaseModel):
         True, description="divide each scale's map by its mean on good training images before summing"
     )
     blur_sigma: float = Field(4.0, ge=0.0, le=32.0, description="Gaussian blur of the anomaly map, input pixels")
+    global_branch: bool = Field(
+        False,
+        description="add the global branch (model/global_branch.py) for what is missing or out of place; needs input_shape to build",
+    )
     image_score: Literal["max", "topk_mean"] = Field("topk_mean", description="how a map becomes one score")
     topk_fraction: float = Field(0.05, gt=0.0, le=1.0, description="share of map pixels averaged by topk_mean")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,8 +16,9 @@ from torch import nn
 
 from model.calibration import Calibration
 from model.devices import autocast
+from model import tiling
 from model.global_branch import GlobalAutoencoder, normalised
-from model.geometry import FittedImage, fit_image, map_to_image, to_network_input
+from model.geometry import FittedImage, content_of, fit_image, map_to_image, to_network_input
 from model.loss import discrepancy_map
 from model.recipe import Recipe
 from model.student import Student
@@ -184,14 +184,48 @@ class InspectionModel:
         A score covers the image's own pixels only, never the filling around them."""
         with autocast(self.device, self.precision):
             maps = self.network.anomaly_maps(batch)
-        scores = [self.network.image_score(m[: f.content_height, : f.content_width]) for m, f in zip(maps, fitted)]
+        scores = [self.network.image_score(content_of(m, f)) for m, f in zip(maps, fitted)]
         return maps, torch.stack(scores)
+
+    # Tiles scored per forward pass when an image is cut into tiles: bounds the memory of one call.
+    TILE_BATCH = 16
+
+    @torch.inference_mode()
+    def tiled_maps_and_scores(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """With the recipe's pixel_scale: each image scaled, cut into tiles of the input shape,
+        the tiles' maps stitched back -> (per image, its map at the scaled size; raw scores (B,))."""
+        height, width = self.recipe.input_shape
+        tiles, layouts = [], []
+        for image in images:
+            at_scale = tiling.scaled(image, self.recipe.pixel_scale)
+            image_tiles, boxes = tiling.cut_tiles(at_scale, height, width)
+            layouts.append((len(tiles), boxes, *at_scale.shape[:2]))
+            tiles += image_tiles
+        tile_maps = []
+        for start in range(0, len(tiles), self.TILE_BATCH):
+            batch = to_network_input(tiles[start : start + self.TILE_BATCH]).to(self.device)
+            if self.device.type == "cpu":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.precision):
+                tile_maps.append(self.network.anomaly_maps(batch).float().cpu())
+        all_maps = torch.cat(tile_maps)
+        maps = [tiling.stitched(all_maps[first : first + len(boxes)], boxes, h, w) for first, boxes, h, w in layouts]
+        return maps, torch.stack([self.network.image_score(m) for m in maps])
+
+    def content_maps_and_scores(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The one scoring path: (per image, its map over its own pixels at the network's scale;
+        raw image scores (B,)), whole images fitted into the input or, with a pixel_scale, in tiles."""
+        if self.recipe.pixel_scale is not None:
+            return self.tiled_maps_and_scores(images)
+        batch, fitted = self.prepare(images)
+        maps, scores = self.maps_and_scores(batch, fitted)
+        return [content_of(m, f) for m, f in zip(maps, fitted)], scores
 
     def raw_scores(self, images: list[np.ndarray]) -> np.ndarray:
         """(N,) float64 raw scores of images, exactly those `score_images` gives them."""
         if not images:
             return np.zeros(0)
-        return self.maps_and_scores(*self.prepare(images))[1].cpu().numpy().astype(np.float64)
+        return self.content_maps_and_scores(images)[1].cpu().numpy().astype(np.float64)
 
     def score_images(self, images: list[np.ndarray]) -> list[ImageScore]:
         """Score (H,W,3) uint8 RGB images in one forward pass; maps come back at each image's size."""
@@ -199,18 +233,16 @@ class InspectionModel:
             raise ValueError("this model is not calibrated yet")
         if not images:
             return []
-        batch, fitted = self.prepare(images)
-        maps, raw_scores = self.maps_and_scores(batch, fitted)
-        maps = maps.cpu().numpy()
+        maps, raw_scores = self.content_maps_and_scores(images)
         normalised = self.calibration.normalise(raw_scores.cpu().numpy())
         results = []
-        for image, placed, raw_map, raw_score, score in zip(images, fitted, maps, raw_scores.tolist(), normalised):
+        for image, content_map, raw_score, score in zip(images, maps, raw_scores.tolist(), normalised):
             results.append(
                 ImageScore(
                     raw_score=float(raw_score),
                     score=float(score),
                     is_anomaly=bool(raw_score > self.calibration.threshold),
-                    anomaly_map=map_to_image(raw_map, placed, image.shape[0], image.shape[1]),
+                    anomaly_map=map_to_image(content_map.float().cpu().numpy(), image.shape[0], image.shape[1]),
                 )
             )
         return results

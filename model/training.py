@@ -24,6 +24,7 @@ from model.devices import autocast, resolve_device, resolve_precision
 from model.errors import DatasetError, InvalidImageError
 from model.geometry import fit_image, input_shape_for, to_network_input
 from model.images import list_images, read_image, read_image_shape
+from model import tiling
 from model.global_branch import HIGH_QUANTILE, LOW_QUANTILE
 from model.loss import discrepancy_map, distillation_loss
 from model.recipe import Recipe, TrainingSettings
@@ -94,13 +95,15 @@ def split_calibration(count: int, settings: TrainingSettings, rng: np.random.Gen
     return np.sort(order[n_calibration:]), np.sort(order[:n_calibration])
 
 
-def load_training_images(paths: list[Path], input_shape: tuple[int, int], progress: bool) -> tuple[list[np.ndarray], list[str]]:
-    """Decode each image and keep it at the network's input size only (uint8)."""
-    height, width = input_shape
+def load_training_images(paths: list[Path], recipe: Recipe, progress: bool) -> tuple[list[np.ndarray], list[str]]:
+    """Decode each image and keep it as the network will see it (uint8): fitted into the input
+    shape, or with a pixel_scale scaled by it (tiles are cut from it when training)."""
+    height, width = recipe.input_shape
     images, unreadable = [], []
     for path in tqdm(paths, desc="loading good images", unit="image", disable=not progress):
         try:
-            images.append(fit_image(read_image(path), height, width).pixels)
+            image = read_image(path)
+            images.append(fit_image(image, height, width).pixels if recipe.pixel_scale is None else tiling.scaled(image, recipe.pixel_scale))
         except InvalidImageError as error:
             log.warning("skipping %s", error)
             unreadable.append(path.name)
@@ -166,6 +169,14 @@ def teacher_features(
     return [torch.cat(per_tap) for per_tap in zip(*chunks)]
 
 
+def training_view(image: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
+    """An augmented view of a training image at the input shape: the whole (fitted) image, or
+    with a pixel_scale a tile cut from it at a random place."""
+    if recipe.pixel_scale is not None:
+        image = tiling.random_crop(image, *recipe.input_shape, rng)
+    return augmented_view(image, rng)
+
+
 def train_student(
     network: TeacherStudent,
     images: list[np.ndarray],
@@ -193,7 +204,7 @@ def train_student(
     losses: list[float] = []
     bar = tqdm(total=settings.steps, desc="training", unit="step", disable=not progress)
     while len(losses) < settings.steps:
-        views = np.stack([augmented_view(images[index], rng) for index in cycle.take(round_views)])
+        views = np.stack([training_view(images[index], network.recipe, rng) for index in cycle.take(round_views)])
         features = teacher_features(network, views, settings.batch_size, device, precision)
         round_steps = min(settings.steps - len(losses), max(1, round_views * settings.feature_reuse // settings.batch_size))
         order = np.concatenate([rng.permutation(round_views) for _ in range(settings.feature_reuse + 1)])
@@ -275,6 +286,9 @@ def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device:
     held-out ones, scale for scale (docs/design.md), and held-out images stay for calibration."""
     network.eval()
     chosen = images[:: max(1, len(images) // SCALE_STATISTICS_IMAGES)][:SCALE_STATISTICS_IMAGES]
+    if network.recipe.pixel_scale is not None:
+        rng = np.random.default_rng(0)
+        chosen = [tiling.random_crop(image, *network.recipe.input_shape, rng) for image in chosen]
     totals = torch.zeros(len(network.recipe.taps), dtype=torch.float64)
     with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(chosen), CALIBRATION_BATCH):
@@ -305,7 +319,9 @@ def train(
     normalisation_idx = np.zeros(0, dtype=np.int64)
     if recipe.global_branch:
         train_idx, normalisation_idx = split_map_normalisation(train_idx, len(paths), rng)
-    input_shape = input_shape_for([shapes[i] for i in train_idx], recipe.image_size, recipe.stride)
+    # Tiles are square; a whole image is seen in the training images' median aspect ratio.
+    frame_shapes = [(1, 1)] if recipe.pixel_scale is not None else [shapes[i] for i in train_idx]
+    input_shape = input_shape_for(frame_shapes, recipe.image_size, recipe.stride)
     recipe = Recipe.model_validate({**recipe.model_dump(), "input_shape": input_shape})
 
     weights = resolve_teacher_weights(recipe.backbone, teacher_weights, seed=settings.seed)
@@ -315,7 +331,7 @@ def train(
     network.teacher.load_weights(weights.state_dict, weights.source)
     network.to(device)
 
-    images, unreadable = load_training_images([paths[i] for i in train_idx], recipe.input_shape, progress)
+    images, unreadable = load_training_images([paths[i] for i in train_idx], recipe, progress)
     losses = train_student(network, images, settings, device, precision, rng, progress)
     scale_means = fit_scale_weights(network, images, device, precision) if recipe.normalise_scales else None
     del images

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lineguard.learning_commands import actor, register_model_actions, run_training_worker_command
 from lineguard.settings import Settings
 
 if TYPE_CHECKING:  # imported where used, so that `lineguard --help` does not load torch or rq
@@ -88,12 +89,16 @@ def _register_ingest(commands: argparse._SubParsersAction) -> None:
     video.add_argument("source", help="video file, camera index (0, 1...) or URL (rtsp://...)")
     video.add_argument("--fps", type=float, help="keep at most this many frames per second")
     video.add_argument("--loop", action="store_true", help="play a video file again and again")
+    video.add_argument("--wait", action="store_true", help="wait for a source that cannot be opened at the start (default: fail at once, saying why)")
+    video.add_argument("--stall-timeout", type=float, default=5.0, help="seconds without a frame after which a live source counts as frozen and is reopened (default 5)")
+    video.add_argument("--reconnect-max", type=float, default=1.0, help="longest wait between reconnection attempts, seconds (default 1)")
     video.set_defaults(handler=run_ingest_video)
 
 
 def _register_worker(commands: argparse._SubParsersAction) -> None:
     from worker.defaults import (
         DEFAULT_BATCH_SIZE,
+        DEFAULT_DECODE_BUDGET_MB,
         DEFAULT_GOOD_SAMPLE_EVERY,
         DEFAULT_LEASE_S,
         DEFAULT_MAX_RETRIES,
@@ -105,12 +110,26 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
     worker.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     worker.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"most frames per forward pass (default {DEFAULT_BATCH_SIZE})")
     worker.add_argument("--burst", action="store_true", help="stop once the queue is empty")
+    worker.add_argument(
+        "--train", action="store_true", help="run queued training jobs (`models retrain --queue`, the dashboard) instead of scoring"
+    )
     worker.add_argument("--threads", type=int, help="CPU threads for the model (default: torch's choice)")
     worker.add_argument(
         "--lease", type=int, default=DEFAULT_LEASE_S,
         help=f"seconds after which a dead worker's job is retried elsewhere (default {DEFAULT_LEASE_S})",
     )
-    worker.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, help="retries of a job whose worker died or that failed")
+    worker.add_argument(
+        "--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
+        help="retries of a job enqueued without any (published jobs carry their own) whose worker died or that failed",
+    )
+    worker.add_argument(
+        "--batch-deadline", type=float,
+        help="seconds a batch may take before the worker gives it back and restarts (default: from the batch size and the measured speed)",
+    )
+    worker.add_argument(
+        "--decode-budget-mb", type=int, default=DEFAULT_DECODE_BUDGET_MB,
+        help=f"MB of decoded frames held at once; larger batches are decoded a few frames at a time (default {DEFAULT_DECODE_BUDGET_MB})",
+    )
     worker.add_argument(
         "--model-refresh", type=float, default=DEFAULT_MODEL_REFRESH_S,
         help=f"seconds between reads of the active models (default {DEFAULT_MODEL_REFRESH_S:g})",
@@ -125,7 +144,7 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
 
 
 def _register_models(commands: argparse._SubParsersAction) -> None:
-    models = commands.add_parser("models", help="register, activate and list models")
+    models = commands.add_parser("models", help="register, activate, recalibrate, roll back and list models")
     actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="register a checkpoint in the store")
     add.add_argument("checkpoint", type=Path, help="checkpoint file (from `lineguard train`); workers load it from this path")
@@ -135,10 +154,13 @@ def _register_models(commands: argparse._SubParsersAction) -> None:
     activate = actions.add_parser("activate", help="make a registered model the one a line scores with")
     activate.add_argument("version", help="model version (see `lineguard models list`)")
     activate.add_argument("--line", required=True)
+    activate.add_argument("--reason", help="why, kept in the line's history (`lineguard models history`)")
+    activate.add_argument("--by", help="who decides (default: the login name)")
     activate.set_defaults(handler=run_models_activate)
     listing = actions.add_parser("list", help="registered models, newest first")
     listing.add_argument("--json", action="store_true", help="print JSON instead of text")
     listing.set_defaults(handler=run_models_list)
+    register_model_actions(actions)
 
 
 def run_ingest_folder(args: argparse.Namespace) -> int:
@@ -173,7 +195,8 @@ def run_ingest_video(args: argparse.Namespace) -> int:
     try:
         source = VideoSource(
             args.source, args.line, args.camera, engine=engine, fps_cap=args.fps, loop=args.loop,
-            reconcile_interval_s=args.reconcile_interval,
+            reconcile_interval_s=args.reconcile_interval, stall_timeout_s=args.stall_timeout, wait=args.wait,
+            reconnect_max_s=args.reconnect_max,
         )
         with stop_on_signals() as stop, _serving_metrics(args.metrics_port, redis, engine, settings):
             publisher = _publisher(redis, settings, args, stop)
@@ -189,6 +212,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
     from lineguard.services import connect_redis, open_store
     from worker.process import WorkerOptions, run_worker
 
+    if args.train:
+        return run_training_worker_command(args)
     settings = Settings.from_environment()
     options = WorkerOptions(
         device=args.device,
@@ -199,6 +224,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
         max_retries=args.max_retries,
         model_refresh_s=args.model_refresh,
         good_sample_every=args.good_sample_every,
+        batch_deadline_s=args.batch_deadline,
+        decode_budget_mb=args.decode_budget_mb,
         threads=args.threads,
         name=args.name,
         verdict_topic_prefix=settings.mqtt_topic_prefix if settings.outbox_sinks else None,
@@ -227,7 +254,9 @@ def run_models_add(args: argparse.Namespace) -> int:
         raise ValueError("--activate needs --line: the line that is to score with the model")
     engine = _open_store()
     try:
-        checkpoint = register_checkpoint(engine, args.checkpoint, args.line if args.activate else None)
+        checkpoint = register_checkpoint(
+            engine, args.checkpoint, args.line if args.activate else None, by=actor(None), reason=f"added from {args.checkpoint}"
+        )
         print(f"registered model {checkpoint['version']} from {args.checkpoint} (teacher: {checkpoint['teacher_source']})")
         if checkpoint["random_teacher"]:
             log.warning("model %s was trained with a RANDOM teacher: its scores are not those of the real method", checkpoint["version"])
@@ -245,7 +274,7 @@ def run_models_activate(args: argparse.Namespace) -> int:
 
     engine = _open_store()
     try:
-        activate_model(engine, args.line, args.version)
+        activate_model(engine, args.line, args.version, by=actor(args.by), reason=args.reason)
     finally:
         engine.dispose()
     print(f"line {args.line} now scores with {args.version}; running workers switch within their model refresh time")

@@ -9,11 +9,15 @@ from sqlalchemy import Engine
 
 from model.checkpoint import read_checkpoint
 from store.records import activate_model, register_model
+from store.registry import UNKNOWN_ACTOR
 
 
-def register_checkpoint(engine: Engine, checkpoint: Path, activate_on_line: str | None = None) -> dict[str, Any]:
-    """Register the model in `checkpoint` (and make it `activate_on_line`'s model); returns the
-    checkpoint's contents. Registering the same file twice updates the same version."""
+def register_checkpoint(
+    engine: Engine, checkpoint: Path, activate_on_line: str | None = None, *, by: str = UNKNOWN_ACTOR, reason: str | None = None
+) -> dict[str, Any]:
+    """Register the model in `checkpoint` (and make it `activate_on_line`'s model, recorded as `by`'s
+    activation for `reason`); returns the checkpoint's contents. Registering the same file twice
+    updates the same version."""
     path = Path(checkpoint).expanduser().resolve()
     contents = read_checkpoint(path)
     register_model(
@@ -28,5 +32,5 @@ def register_checkpoint(engine: Engine, checkpoint: Path, activate_on_line: str 
         training_data=contents["training_data"],
     )
     if activate_on_line:
-        activate_model(engine, activate_on_line, contents["version"])
+        activate_model(engine, activate_on_line, contents["version"], by=by, reason=reason)
     return contents

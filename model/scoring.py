@@ -17,8 +17,9 @@ from torch import nn
 from model.calibration import Calibration
 from model.devices import autocast
 from model import tiling
-from model.global_branch import GlobalAutoencoder, normalised
 from model.geometry import FittedImage, content_of, fit_image, map_to_image, to_network_input
+from model.global_branch import GlobalAutoencoder, normalised
+from model.image_stats import ImageReference
 from model.loss import discrepancy_map
 from model.recipe import Recipe
 from model.student import Student
@@ -149,6 +150,7 @@ class InspectionModel:
         teacher_source: str,
         device: torch.device,
         precision: str,
+        image_reference: ImageReference | None = None,
     ) -> None:
         if network.recipe.input_shape is None:
             raise ValueError("the recipe has no input_shape: the model has not been trained")
@@ -158,6 +160,7 @@ class InspectionModel:
         self.teacher_source = teacher_source
         self.device = device
         self.precision = precision
+        self.image_reference = image_reference  # the training images' statistics (drift alarms), if saved
         if device.type == "cpu":
             # oneDNN's convolutions are fastest in channels-last on CPU.
             self.network.to(memory_format=torch.channels_last)

@@ -174,6 +174,23 @@ class LineModel(Base):
     activated_at: Mapped[datetime]
 
 
+class ModelActivation(Base):
+    """One change of a line's model, kept for good: which version, from which, by whom, when and why."""
+
+    __tablename__ = "model_activations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    line: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(128))
+    # The version the line scored with before; None for a line's first model.
+    previous_version: Mapped[str | None] = mapped_column(String(128))
+    activated_by: Mapped[str] = mapped_column(String(128))
+    activated_at: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_model_activations_line_activated_at", "line", "activated_at"),)
+
+
 class Review(Base):
     """A person's judgement of a flagged inspection; one per inspection, a re-review replaces it."""
 
@@ -230,7 +247,8 @@ LEDGER_OUTCOMES: tuple[str, ...] = ("recorded", "dropped", "vanished", "unknown"
 
 
 class IngestedFile(Base):
-    """The folder watcher's ledger: a file listed here is claimed once, under one frame id.
+    """The folder watcher's ledger: each version of a file (its path, size and mtime) is claimed once,
+    under one frame id; a file rewritten at its path is a new version, claimed again.
 
     A claim stays unsettled (``settled_at`` NULL) until its inspection row exists; an unsettled claim
     whose frame is neither in Redis nor in the store was lost and is published again.
@@ -249,7 +267,7 @@ class IngestedFile(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
-        UniqueConstraint("source_key", "path"),
+        UniqueConstraint("source_key", "path", "size", "mtime"),
         CheckConstraint(column("outcome").in_(LEDGER_OUTCOMES), name="outcome"),
         # The unsettled claims of one folder and camera, read by every reconciliation pass.
         Index("ix_ingested_files_source_key_settled_at", "source_key", "settled_at"),
@@ -314,3 +332,22 @@ class OutboxMessage(Base):
         Index("ix_outbox_webhook_sent_at_id", "webhook_sent_at", "id"),
         Index("ix_outbox_created_at", "created_at"),
     )
+
+
+class Alarm(Base):
+    """A drift alarm of one line and camera: raised ``since`` for ``reason``, open until ``cleared_at``.
+
+    ``open_key`` ("<line>/<camera>/<kind>") is set while the alarm is open and unique, so that several
+    workers noticing the same shift raise one alarm; it is emptied when the alarm clears.
+    """
+
+    __tablename__ = "alarms"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    line: Mapped[str] = mapped_column(String(128))
+    camera: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    since: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    cleared_at: Mapped[datetime | None]
+    open_key: Mapped[str | None] = mapped_column(String(320), unique=True)

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lineguard.learning_commands import actor, register_model_actions
+from lineguard.learning_commands import actor, register_model_actions, run_training_worker_command
 from lineguard.settings import Settings
 
 if TYPE_CHECKING:  # imported where used, so that `lineguard --help` does not load torch or rq
@@ -98,6 +98,7 @@ def _register_ingest(commands: argparse._SubParsersAction) -> None:
 def _register_worker(commands: argparse._SubParsersAction) -> None:
     from worker.defaults import (
         DEFAULT_BATCH_SIZE,
+        DEFAULT_DECODE_BUDGET_MB,
         DEFAULT_GOOD_SAMPLE_EVERY,
         DEFAULT_LEASE_S,
         DEFAULT_MAX_RETRIES,
@@ -109,12 +110,26 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
     worker.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     worker.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"most frames per forward pass (default {DEFAULT_BATCH_SIZE})")
     worker.add_argument("--burst", action="store_true", help="stop once the queue is empty")
+    worker.add_argument(
+        "--train", action="store_true", help="run queued training jobs (`models retrain --queue`, the dashboard) instead of scoring"
+    )
     worker.add_argument("--threads", type=int, help="CPU threads for the model (default: torch's choice)")
     worker.add_argument(
         "--lease", type=int, default=DEFAULT_LEASE_S,
         help=f"seconds after which a dead worker's job is retried elsewhere (default {DEFAULT_LEASE_S})",
     )
-    worker.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, help="retries of a job whose worker died or that failed")
+    worker.add_argument(
+        "--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
+        help="retries of a job enqueued without any (published jobs carry their own) whose worker died or that failed",
+    )
+    worker.add_argument(
+        "--batch-deadline", type=float,
+        help="seconds a batch may take before the worker gives it back and restarts (default: from the batch size and the measured speed)",
+    )
+    worker.add_argument(
+        "--decode-budget-mb", type=int, default=DEFAULT_DECODE_BUDGET_MB,
+        help=f"MB of decoded frames held at once; larger batches are decoded a few frames at a time (default {DEFAULT_DECODE_BUDGET_MB})",
+    )
     worker.add_argument(
         "--model-refresh", type=float, default=DEFAULT_MODEL_REFRESH_S,
         help=f"seconds between reads of the active models (default {DEFAULT_MODEL_REFRESH_S:g})",
@@ -197,6 +212,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
     from lineguard.services import connect_redis, open_store
     from worker.process import WorkerOptions, run_worker
 
+    if args.train:
+        return run_training_worker_command(args)
     settings = Settings.from_environment()
     options = WorkerOptions(
         device=args.device,
@@ -207,6 +224,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
         max_retries=args.max_retries,
         model_refresh_s=args.model_refresh,
         good_sample_every=args.good_sample_every,
+        batch_deadline_s=args.batch_deadline,
+        decode_budget_mb=args.decode_budget_mb,
         threads=args.threads,
         name=args.name,
         verdict_topic_prefix=settings.mqtt_topic_prefix if settings.outbox_sinks else None,

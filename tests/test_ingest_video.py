@@ -20,11 +20,11 @@ from sqlalchemy import Engine, select
 
 from ingest.errors import SourceUnavailableError
 from ingest.publisher import Publisher
-from wire.protocol import PUBLISHED_KEY
+from wire.protocol import DROPS_KEY, PUBLISHED_KEY
 from ingest.video import VideoSource
 from store.schema import SourceEvent
 
-from ingest_fixtures import QUEUE, engine, redis  # noqa: F401  (fixtures)
+from ingest_fixtures import QUEUE, engine, redis, stopped_at_a_full_queue  # noqa: F401  (fixtures)
 VIDEO_FRAMES = 30
 VIDEO_FPS = 30.0
 VIDEO_SIZE = 64
@@ -201,6 +201,15 @@ def test_camera_indices_and_options_are_checked(video: Path, engine: Engine) -> 
         VideoSource("rtsp://host/stream", "L1", "C1", engine=engine, loop=True)
     with pytest.raises(ValueError, match="fps_cap"):
         VideoSource(str(video), "L1", "C1", engine=engine, fps_cap=0)
+
+
+def test_a_stop_at_a_full_queue_ends_the_run_and_counts_the_unsent_frames_as_dropped(video: Path, engine: Engine, redis: Redis) -> None:
+    full = Publisher(redis, queue_name=QUEUE, batch_size=8, max_wait_s=60, max_queued_jobs=1, policy="block")
+    source = VideoSource(str(video), "L1", "C1", engine=engine)
+    stats = stopped_at_a_full_queue(lambda stop: source.run(full, stop_event=stop), full, buffered=8)
+    assert (stats.published, stats.unsent) == (15, 8)
+    assert int(redis.hget(DROPS_KEY, "L1/C1")) == 8
+    assert ("dropped", "8 frames not sent: stopped while the queue was full") in source_events(engine)
 
 
 @pytest.mark.parametrize("missing", ["rtsp://127.0.0.1:1/no-such-stream", "missing.avi", "9"])

@@ -62,7 +62,7 @@ from model.training import train  # noqa: E402
 from store.db import make_engine, upgrade  # noqa: E402
 from store.records import lost_frame_counts  # noqa: E402
 from store.schema import Inspection  # noqa: E402
-from wire.protocol import make_queue  # noqa: E402
+from wire.protocol import make_queue, worker_beats  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "mvtec_toothbrush"
 LINE, CAMERA, QUEUE = "bench-line", "cam-1", "lineguard-faults"
@@ -117,8 +117,10 @@ class Line:
         self.workers = [self.start_worker(n) for n in range(len(worker_args))]
         wait(lambda: self.alive() == len(worker_args), 180, "the workers to register")
 
-    def start_worker(self, n: int) -> subprocess.Popen[bytes]:
-        argv = ("worker", "--device", "cpu", "--threads", "1", "--batch-size", "8", "--lease", str(LEASE_S), "--name", f"w{n}")
+    def start_worker(self, n: int, name: str | None = None) -> subprocess.Popen[bytes]:
+        """Worker `n` (its arguments of `worker_args`), named `name` (default wN): a killed worker's
+        name stays registered until its registration expires, so its successor takes another."""
+        argv = ("worker", "--device", "cpu", "--threads", "1", "--batch-size", "8", "--lease", str(LEASE_S), "--name", name or f"w{n}")
         return self.start(*argv, *self.worker_args[n], log=f"worker-{n}")
 
     def start(self, *argv: str, log: str, capped: bool = False) -> subprocess.Popen[bytes]:
@@ -338,6 +340,8 @@ def take_gap(sig: signal.Signals) -> Callable[[Path, Path, int, float], Outcome]
 
     def fault(root: Path, checkpoint: Path, count: int, _outage_s: float) -> Outcome:
         line = Line(root, checkpoint, worker_args=((),))
+        line.workers[0].send_signal(signal.SIGTERM)  # idle: each kill below gets a fresh worker of its own
+        line.workers[0].wait(60)
         try:
             line.run("ingest", "folder", str(frames_folder(root, count)), "--line", LINE, "--camera", CAMERA, "--no-progress", "--batch-size", "1")
             connection = Redis.from_url(line.redis.url)
@@ -348,8 +352,10 @@ def take_gap(sig: signal.Signals) -> Callable[[Path, Path, int, float], Outcome]
 
             in_gap = 0
             rng = random.Random(0)
-            for _ in range(GAP_KILLS):
-                wait(lambda: line.alive() == 1, 180, "the worker to register")
+            for kill in range(GAP_KILLS):
+                name = f"w0-{kill}"
+                line.workers[0] = line.start_worker(0, name)
+                wait(lambda: name in {beat.name for beat in worker_beats(connection, QUEUE)}, 180, f"worker {name} to register")
                 time.sleep(rng.uniform(0.0, 0.5))
                 deadline = time.monotonic() + 10
                 while not unstarted() and time.monotonic() < deadline and queue.count:
@@ -357,7 +363,7 @@ def take_gap(sig: signal.Signals) -> Callable[[Path, Path, int, float], Outcome]
                 line.workers[0].send_signal(sig)
                 line.workers[0].wait(120)
                 in_gap += bool(unstarted())
-                line.workers[0] = line.start_worker(0)
+            line.workers[0] = line.start_worker(0, "w0-after")
             connection.close()
             settling = time.monotonic()
             wait(lambda: line.rows()[0] >= count, RECOVERY_TIMEOUT_S, "a row per file")

@@ -39,7 +39,7 @@ def untrained_model(device: torch.device, precision: str) -> InspectionModel:
     """Speed does not depend on learnt values: an untrained model of the default recipe will do."""
     recipe = Recipe(input_shape=(Recipe().image_size, Recipe().image_size))
     calibration = fit_calibration(np.linspace(0.0, 1.0, MIN_CALIBRATION_IMAGES), 0.01)
-    return InspectionModel(TeacherStudent(recipe), calibration, "bench", "random", device, precision)
+    return InspectionModel.from_network(TeacherStudent(recipe), calibration, "bench", "random", device, precision)
 
 
 def throughput_table(devices: list[torch.device], batch_sizes: list[int], min_seconds: float) -> None:

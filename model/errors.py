@@ -19,3 +19,11 @@ class TeacherWeightsError(ModelError):
 
 class CheckpointError(ModelError):
     """A file is not a lineguard checkpoint, or is from an incompatible version."""
+
+
+class ExportError(ModelError):
+    """An exported model cannot be written, is damaged, or does not fit the runtime asked for."""
+
+
+class ParityError(ExportError):
+    """An export's anomaly maps or image AUROC differ from torch's beyond the stated tolerance."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from store import RateBucket
+from store import CameraCounts, RateBucket
 
 #: Columns of a bucket frame (see :func:`bucket_frame`).
 BUCKET_COLUMNS = ("start", "line", "camera", "frames", "defects", "errors", "latency_sum_s", "max_latency_s")
@@ -37,6 +37,18 @@ def current_figures(buckets: pd.DataFrame, window_seconds: float, per_camera: bo
     totals = _summed(buckets, keys)
     totals["frames_per_s"] = totals["frames"] / window_seconds
     return totals[[*keys, "frames", "defects", "errors", "defect_rate", "frames_per_s", "mean_latency_s", "max_latency_s"]]
+
+
+def with_present_rate(figures: pd.DataFrame, present: Sequence[CameraCounts], present_seconds: float, per_camera: bool) -> pd.DataFrame:
+    """``figures`` with ``frames_per_s_now``: the rate over the last ``present_seconds`` (from ``present``), 0 when silent."""
+    keys = ["line", "camera"] if per_camera else ["line"]
+    frames: dict[tuple[str, ...], int] = {}
+    for counts in present:
+        key = (counts.line, counts.camera) if per_camera else (counts.line,)
+        frames[key] = frames.get(key, 0) + counts.frames
+    result = figures.copy()
+    result["frames_per_s_now"] = [frames.get(tuple(row), 0) / present_seconds for row in figures[keys].itertuples(index=False)]
+    return result
 
 
 def trend(buckets: pd.DataFrame, bucket_seconds: int, per_camera: bool) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import streamlit as st
 from PIL import Image, UnidentifiedImageError
@@ -26,17 +26,21 @@ from store import (
     ArtifactStore,
     InspectionFilter,
     LinePrecision,
+    CameraCounts,
     LostFrames,
     ModelInfo,
+    OutboxDepth,
     RateBucket,
     StoredInspection,
     count_review_queue,
     defect_rate_series,
     inspection_detail,
+    line_counts,
     list_models,
     lost_frame_counts,
     make_engine,
     open_artifact_store,
+    outbox_depth,
     review_precision,
     review_queue,
     save_review,
@@ -44,6 +48,8 @@ from store import (
 
 #: Seconds a live figure (recent rates, queue health) may be served from the cache.
 LIVE_TTL_S = 5
+#: Seconds of "the present" beside a window's average: the live page's current frame rate.
+PRESENT_S = 60
 #: Seconds a settled chunk of a window may be served from the cache; bounds how long a row that
 #: lands after its chunk settled (a worker's clock far behind) stays out of the figures.
 SETTLED_TTL_S = 600
@@ -100,6 +106,18 @@ def settled_buckets(database_url: str, since: datetime, until: datetime, bucket_
 def recent_buckets(database_url: str, since: datetime, bucket_seconds: int) -> list[RateBucket]:
     """The buckets from ``since`` on, newest rows included."""
     return defect_rate_series(engine(database_url), since, bucket_seconds)
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def present_counts(database_url: str, now: datetime) -> list[CameraCounts]:
+    """Frames per line and camera finished in the last PRESENT_S seconds before ``now`` (and after)."""
+    return line_counts(engine(database_url), since=now - timedelta(seconds=PRESENT_S))
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def outbox(database_url: str, sinks: tuple[str, ...]) -> OutboxDepth:
+    """Verdicts and alarms waiting for the relay's sinks (see ``store.outbox``)."""
+    return outbox_depth(engine(database_url), sinks)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)

@@ -57,7 +57,8 @@ class Window:
 
 #: Windows of the live page, shortest first; an 8-hour shift is the usual unit on a line.
 WINDOWS: tuple[Window, ...] = (
-    Window("15min", "last 15 min", timedelta(minutes=15), bucket_seconds=10, chunk_seconds=300),
+    # Minute buckets up to an hour: at a few frames/s, fewer frames per point make a defect rate noise.
+    Window("15min", "last 15 min", timedelta(minutes=15), bucket_seconds=60, chunk_seconds=300),
     Window("hour", "last hour", timedelta(hours=1), bucket_seconds=60, chunk_seconds=600),
     Window("shift", "last shift (8 h)", timedelta(hours=8), bucket_seconds=600, chunk_seconds=3600),
     Window("day", "last day", timedelta(days=1), bucket_seconds=3600, chunk_seconds=3600),

@@ -10,9 +10,9 @@ import argparse
 import logging
 import sys
 
-from lineguard import dashboard_command, line_commands, model_commands
+from lineguard import dashboard_command, line_commands, model_commands, relay_command, review_command
 
-COMMAND_MODULES = (model_commands, line_commands, dashboard_command)
+COMMAND_MODULES = (model_commands, line_commands, dashboard_command, relay_command, review_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,12 +31,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ingest.errors import IngestError
     from lineguard.services import ServiceUnavailableError
     from model.errors import ModelError
+    from relay.runner import RelayError
     from store.errors import StoreError
     from wire.connections import OutageInterrupted
     from worker.errors import WorkerError
 
     return (
-        ModelError, StoreError, IngestError, WorkerError, ServiceUnavailableError, OutageInterrupted,
+        ModelError, RelayError, StoreError, IngestError, WorkerError, ServiceUnavailableError, OutageInterrupted,
         ValidationError, ValueError, FileNotFoundError,
     )
 

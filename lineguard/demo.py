@@ -121,11 +121,16 @@ def run_demo(options: DemoOptions) -> int:
         # Until the line runs, Ctrl-C or SIGTERM interrupts at once (e.g. the training) and
         # unwinds what was started; from then on they ask the loop below to stop.
         cleanup.enter_context(sigterm_interrupts())
+        outbound = Settings.from_environment()  # where verdicts go, if anywhere: the line's own broker or webhook
         settings = Settings(
             redis_url=_redis_for_demo(directory, cleanup),
             database_url=f"sqlite:///{directory / 'lineguard.db'}",
             artifacts_url=str(directory / "artifacts"),
             queue_name=DEMO_QUEUE,
+            mqtt_url=outbound.mqtt_url,
+            mqtt_topic_prefix=outbound.mqtt_topic_prefix,
+            webhook_url=outbound.webhook_url,
+            webhook_secret=outbound.webhook_secret,
         )
         redis = connect_redis(settings)
         cleanup.callback(redis.close)
@@ -137,17 +142,20 @@ def run_demo(options: DemoOptions) -> int:
 
         stop = cleanup.enter_context(stop_on_signals())
         environment = {**os.environ, **settings.environment()}
-        workers = [
+        line_processes = [
             cleanup.enter_context(_ChildProcess(f"worker {index}", _worker_command(options), environment, directory / "logs" / f"worker-{index}.log"))
             for index in range(1, options.workers + 1)
         ]
+        if settings.outbox_sinks:
+            relay_command = [sys.executable, "-m", "lineguard.cli", "relay"]
+            line_processes.append(cleanup.enter_context(_ChildProcess("relay", relay_command, environment, directory / "logs" / "relay.log")))
         dashboard, dashboard_line = _start_dashboard(options, environment, directory, cleanup)
         stream = _Stream(redis, settings, engine, options, stop)
         cleanup.callback(stream.stop)
         stream.start()
 
         _print_banner(settings, directory, version, teacher, random_teacher, options, dashboard_line)
-        children = workers + ([dashboard] if dashboard is not None else [])
+        children = line_processes + ([dashboard] if dashboard is not None else [])
         failed = _watch(redis, engine, settings, children, stream, stop, options.duration_s, tag)
         print(f"{tag}stopping the stream, the workers and everything else the demo started...", flush=True)
     print(f"{tag}stopped. The results stay in {directory / 'lineguard.db'} and {directory / 'artifacts'}", flush=True)
@@ -173,7 +181,7 @@ def _watch(
         if remaining is not None and remaining <= 0:
             break
         stop.wait(STATUS_EVERY_S if remaining is None else min(STATUS_EVERY_S, remaining))
-        status = line_status(redis, engine, settings.queue_name)
+        status = line_status(redis, engine, settings.queue_name, outbox_sinks=settings.outbox_sinks)
         counts = status["lines"].get(DEMO_LINE)
         line = "waiting for the first frames" if counts is None else format_line(DEMO_LINE, counts)
         print(f"[{datetime.now():%H:%M:%S}] {tag}{line}; {status['workers_alive']} workers alive", flush=True)

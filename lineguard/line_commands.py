@@ -71,6 +71,7 @@ def _register_ingest(commands: argparse._SubParsersAction) -> None:
         help="seconds between passes that find frames lost with Redis (a folder sends them again, a stream counts them; default 10)",
     )
     publishing.add_argument("--no-progress", action="store_true", help="no progress bar")
+    publishing.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (/metrics)")
 
     ingest = commands.add_parser("ingest", help="publish frames from a folder or a video source into the queue")
     sources = ingest.add_subparsers(dest="source_kind", required=True, metavar="SOURCE")
@@ -119,6 +120,7 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
         help=f"keep the pictures of one good frame in N (default {DEFAULT_GOOD_SAMPLE_EVERY}; 0: none)",
     )
     worker.add_argument("--name", help="worker name in rows and status (default host.pid)")
+    worker.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (/metrics)")
     worker.set_defaults(handler=run_worker_command)
 
 
@@ -155,7 +157,7 @@ def run_ingest_folder(args: argparse.Namespace) -> int:
             args.directory, args.line, args.camera, engine=engine, recursive=args.recursive,
             reconcile_interval_s=args.reconcile_interval, max_file_bytes=settings.max_file_bytes,
         )
-        with stop_on_signals() as stop:
+        with stop_on_signals() as stop, _serving_metrics(args.metrics_port, redis, engine, settings):
             publisher = _publisher(redis, settings, args, stop)
             stats = source.run(publisher, watch=args.watch, stop_event=stop, progress=not args.no_progress)
         print(f"{source.source}: {stats.summary()}; {publisher.published} frames queued, {publisher.dropped} dropped at a full queue")
@@ -176,7 +178,7 @@ def run_ingest_video(args: argparse.Namespace) -> int:
             args.source, args.line, args.camera, engine=engine, fps_cap=args.fps, loop=args.loop,
             reconcile_interval_s=args.reconcile_interval,
         )
-        with stop_on_signals() as stop:
+        with stop_on_signals() as stop, _serving_metrics(args.metrics_port, redis, engine, settings):
             publisher = _publisher(redis, settings, args, stop)
             stats = source.run(publisher, stop_event=stop, progress=not args.no_progress)
         print(f"{source.source}: {stats.summary()}; {publisher.published} frames queued, {publisher.dropped} dropped at a full queue")
@@ -202,6 +204,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
         good_sample_every=args.good_sample_every,
         threads=args.threads,
         name=args.name,
+        verdict_topic_prefix=settings.mqtt_topic_prefix if settings.outbox_sinks else None,
     )
     # Check both services answer before the worker registers, so a typo in a URL is one clear line.
     connect_redis(settings).close()
@@ -210,7 +213,13 @@ def run_worker_command(args: argparse.Namespace) -> int:
         # rq logs two lines per job; the job function logs its own summary.
         for name in ("rq.worker", "rq.job", "rq.queue", "rq.registry"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    run_worker(settings.redis_url, settings.database_url, settings.artifacts_url, settings.queue_name, options)
+    engine, redis = _open_line(settings)
+    try:
+        with _serving_metrics(args.metrics_port, redis, engine, settings):
+            run_worker(settings.redis_url, settings.database_url, settings.artifacts_url, settings.queue_name, options)
+    finally:
+        engine.dispose()
+        redis.close()
     return 0
 
 
@@ -288,7 +297,7 @@ def run_status(args: argparse.Namespace) -> int:
     settings = Settings.from_environment()
     engine, redis = _open_line(settings)
     try:
-        status = line_status(redis, engine, settings.queue_name)
+        status = line_status(redis, engine, settings.queue_name, outbox_sinks=settings.outbox_sinks)
     finally:
         engine.dispose()
         redis.close()
@@ -358,3 +367,9 @@ def _publisher(redis: Redis, settings: Settings, args: argparse.Namespace, stop:
         frame_ttl_s=args.frame_ttl,
         should_stop=stop.is_set,
     )
+
+
+def _serving_metrics(port: int | None, redis: Redis, engine: Engine, settings: Settings):  # noqa: ANN202 - a context manager
+    from wire.metrics import LineCollector, serving_metrics
+
+    return serving_metrics(port, LineCollector(redis, engine, settings.queue_name, settings.outbox_sinks))

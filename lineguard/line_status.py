@@ -8,20 +8,23 @@ and camera). Asking for the status changes nothing.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis import Redis
 from sqlalchemy import Engine
 
-from store.records import line_counts, lost_frame_counts, skipped_file_counts, status_summary
+from store.records import line_counts, lost_frame_counts, outbox_depth, skipped_file_counts, status_summary
 from wire.protocol import pending_frames_by_line, queue_counters, worker_beats
 
 #: Frames per second are averaged over this many recent seconds.
 RATE_WINDOW_S = 60
 
 
-def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | None = None) -> dict[str, Any]:
+def line_status(
+    redis: Redis, engine: Engine, queue_name: str, now: datetime | None = None, outbox_sinks: Sequence[str] = ()
+) -> dict[str, Any]:
     """The line's state as a JSON-safe dict.
 
     ``{"queue": {"name", "queued_jobs", "started_jobs", "failed_jobs"}, "workers_alive": int,
@@ -33,7 +36,8 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
     Redis (``lost_by_camera``: {camera: count}); ``defect_rate`` is flagged per scored frame (None
     before the first); ``frames_per_s`` covers the last RATE_WINDOW_S seconds; ``skipped_files``
     ({camera: {reason: count}}) counts the files folder sources did not take, each once per run
-    (see ingest.file_checks).
+    (see ingest.file_checks). ``outbox``: verdicts and alarms waiting for the configured
+    `outbox_sinks` (``{"sinks", "messages", "oldest_age_s"}``, see store.outbox).
     """
     now = now or datetime.now(UTC)
     counters = queue_counters(redis, queue_name)
@@ -53,6 +57,8 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
     for (line, camera), reasons in skipped_file_counts(engine).items():
         skipped.setdefault(line, {})[camera] = reasons
 
+    depth = outbox_depth(engine, outbox_sinks, now)
+    outbox = {"sinks": list(outbox_sinks), "messages": depth.messages, "oldest_age_s": depth.oldest_age_s}
     lines = {}
     every_line = stored.keys() | published.keys() | dropped.keys() | pending.keys() | lost.keys() | skipped.keys()
     for line in sorted(every_line):
@@ -86,6 +92,7 @@ def line_status(redis: Redis, engine: Engine, queue_name: str, now: datetime | N
         "dropped": counters["dropped"],
         "lost": sum(sum(cameras.values()) for cameras in lost.values()),
         "refused_jobs": counters["refused_jobs"],
+        "outbox": outbox,
         "lines": lines,
     }
 
@@ -106,6 +113,10 @@ def format_status(status: dict[str, Any]) -> str:
             f"{status['published']} frames published, {status['dropped']} dropped, {status['lost']} lost with Redis"
         )
     ]
+    outbox = status["outbox"]
+    if outbox["sinks"]:
+        age = "" if outbox["oldest_age_s"] is None else f", the oldest {outbox['oldest_age_s']:.1f} s old"
+        text.append(f"  outbox to {' and '.join(outbox['sinks'])}: {outbox['messages']} messages waiting{age}")
     if status["refused_jobs"]:
         refused = ", ".join(f"{function}: {count}" for function, count in sorted(status["refused_jobs"].items()))
         text.append(f"  refused foreign jobs (never run): {refused}")

@@ -12,9 +12,10 @@ import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from wire.protocol import DEFAULT_QUEUE_NAME
+from wire.verdicts import DEFAULT_TOPIC_PREFIX, check_topic_prefix
 from store.artifacts import DEFAULT_ARTIFACT_URL
 from store.db import DEFAULT_DATABASE_URL
 
@@ -30,7 +31,13 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "artifacts_url": "LINEGUARD_ARTIFACTS",
     "queue_name": "LINEGUARD_QUEUE",
     "max_file_mb": "LINEGUARD_MAX_FILE_MB",
+    "mqtt_url": "LINEGUARD_MQTT_URL",
+    "mqtt_topic_prefix": "LINEGUARD_MQTT_PREFIX",
+    "webhook_url": "LINEGUARD_WEBHOOK_URL",
+    "webhook_secret": "LINEGUARD_WEBHOOK_SECRET",
 }
+#: URL schemes of the MQTT broker: plain TCP and TLS.
+MQTT_SCHEMES = ("mqtt", "mqtts")
 
 
 class Settings(BaseModel):
@@ -59,6 +66,49 @@ class Settings(BaseModel):
             "unset: ingest.file_checks.DEFAULT_MAX_FILE_BYTES, 64 MiB (LINEGUARD_MAX_FILE_MB)"
         ),
     )
+
+    mqtt_url: str | None = Field(
+        None, description="broker that verdicts and alarms go to: mqtt://[user:pass@]host:1883, mqtts:// for TLS (LINEGUARD_MQTT_URL)"
+    )
+    mqtt_topic_prefix: str = Field(
+        DEFAULT_TOPIC_PREFIX, description="first level of the verdict and alarm topics (LINEGUARD_MQTT_PREFIX)"
+    )
+    webhook_url: str | None = Field(
+        None, description="http(s) address that every verdict and alarm is POSTed to (LINEGUARD_WEBHOOK_URL)"
+    )
+    webhook_secret: str | None = Field(
+        None, min_length=16, description="key of the webhook body's HMAC-SHA256 signature (LINEGUARD_WEBHOOK_SECRET)"
+    )
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url_names_a_broker(cls, url: str | None) -> str | None:
+        if url is not None and (urlsplit(url).scheme not in MQTT_SCHEMES or not urlsplit(url).hostname):
+            raise ValueError(f"LINEGUARD_MQTT_URL {url!r} must look like mqtt://[user:pass@]host[:1883] or mqtts://...")
+        return url
+
+    @field_validator("mqtt_topic_prefix")
+    @classmethod
+    def _prefix_can_start_a_topic(cls, prefix: str) -> str:
+        return check_topic_prefix(prefix)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_is_http(cls, url: str | None) -> str | None:
+        if url is not None and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
+            raise ValueError(f"LINEGUARD_WEBHOOK_URL {url!r} must be an http:// or https:// address")
+        return url
+
+    @model_validator(mode="after")
+    def _webhook_is_signed(self) -> Settings:
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError("LINEGUARD_WEBHOOK_URL needs LINEGUARD_WEBHOOK_SECRET (16 characters or more) to sign what it sends")
+        return self
+
+    @property
+    def outbox_sinks(self) -> tuple[str, ...]:
+        """The configured sinks of verdicts and alarms (store.schema.OUTBOX_SINKS); empty: none leave lineguard."""
+        return tuple(sink for sink, url in (("mqtt", self.mqtt_url), ("webhook", self.webhook_url)) if url)
 
     @field_validator("redis_url")
     @classmethod

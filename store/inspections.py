@@ -21,6 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from store.db import write_transaction
 from store.dialect import upsert_insert
 from store.errors import InvalidArgumentError, InvalidRecordError, UnknownInspectionError
+from store.outbox import OutboxEntry, add_messages
 from store.schema import ERROR_VERDICT, REVIEW_VERDICTS, VERDICTS, Inspection, Review
 
 # Longest text each length-limited inspection column holds, by column name.
@@ -161,11 +162,14 @@ RECORD_FIELDS: tuple[str, ...] = tuple(field.name for field in fields(Inspection
 EXPORT_ROW_LIMIT = 100_000
 
 
-def write_inspections(engine: Engine, records: Sequence[InspectionRecord]) -> int:
+def write_inspections(
+    engine: Engine, records: Sequence[InspectionRecord], outbox: Sequence[OutboxEntry] = ()
+) -> int:
     """Write a batch of results in one transaction, replacing earlier rows of the same frame ids.
 
-    A frame id repeated in the batch keeps its last record. All rows are written or none: a row the
-    database refuses raises :class:`InvalidRecordError` and leaves the table as it was.
+    A frame id repeated in the batch keeps its last record. `outbox` messages (the batch's verdicts
+    for the line, see store.outbox) are queued in the same transaction. All rows are written or none:
+    a row the database refuses raises :class:`InvalidRecordError` and leaves the tables as they were.
     Returns the number of distinct frames written.
     """
     latest_by_frame = {record.frame_id: record for record in records}
@@ -180,6 +184,7 @@ def write_inspections(engine: Engine, records: Sequence[InspectionRecord]) -> in
     try:
         with write_transaction(engine) as connection:
             connection.execute(upsert, rows)
+            add_messages(connection, outbox)
     except (IntegrityError, DataError) as error:
         named = sorted(latest_by_frame)[:5]
         frames = ", ".join(named) + (", ..." if len(rows) > len(named) else "")

@@ -25,6 +25,16 @@ from store.ledger import (
     skipped_file_counts,
     unsettled_claims,
 )
+from store.outbox import (
+    OutboxDepth,
+    OutboxEntry,
+    PendingMessage,
+    add_messages,
+    mark_sent,
+    outbox_depth,
+    pending_messages,
+    prune_sent,
+)
 from store.registry import (
     ModelInfo,
     activate_model,
@@ -34,7 +44,15 @@ from store.registry import (
     list_models,
     register_model,
 )
-from store.reviews import LinePrecision, count_review_queue, review_precision, review_queue, save_review
+from store.reviews import (
+    LinePrecision,
+    count_review_queue,
+    review_history,
+    review_precision,
+    review_queue,
+    save_frame_reviews,
+    save_review,
+)
 from store.streams import (
     LostFrames,
     SentFrame,
@@ -54,6 +72,9 @@ __all__ = [
     "LineStatus",
     "LostFrames",
     "ModelInfo",
+    "OutboxDepth",
+    "OutboxEntry",
+    "PendingMessage",
     "RateBucket",
     "ReviewInfo",
     "SKIPPED_FILE_KIND_PREFIX",
@@ -62,6 +83,7 @@ __all__ = [
     "StoredInspection",
     "UnsettledClaim",
     "activate_model",
+    "add_messages",
     "active_model_for_line",
     "active_models",
     "claim_ingested_file",
@@ -72,6 +94,10 @@ __all__ = [
     "inspections_frame",
     "line_counts",
     "list_models",
+    "mark_sent",
+    "outbox_depth",
+    "pending_messages",
+    "prune_sent",
     "lost_frame_counts",
     "next_stream_sequence",
     "recent_source_events",
@@ -81,8 +107,10 @@ __all__ = [
     "skipped_file_counts",
     "recorded_frame_ids",
     "register_model",
+    "review_history",
     "review_precision",
     "review_queue",
+    "save_frame_reviews",
     "save_review",
     "settle_claims",
     "settle_stream_frames",

@@ -191,6 +191,25 @@ class Review(Base):
     __table_args__ = (CheckConstraint(column("verdict").in_(REVIEW_VERDICTS), name="verdict"),)
 
 
+class ReviewHistory(Base):
+    """Every review ever saved, oldest first: ``reviews`` holds the latest per inspection, this the
+    trail (who changed their mind, when), so that a re-review replaces a verdict without losing it."""
+
+    __tablename__ = "review_history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(BigId, ForeignKey("inspections.id", ondelete="CASCADE"))
+    verdict: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint(column("verdict").in_(REVIEW_VERDICTS), name="verdict"),
+        Index("ix_review_history_inspection_id_reviewed_at", "inspection_id", "reviewed_at"),
+    )
+
+
 class SourceEvent(Base):
     """Something that happened to a source (connected, lost, stopped...), for the health page."""
 
@@ -262,4 +281,36 @@ class StreamFrame(Base):
         Index("ix_stream_frames_line_camera_sequence", "line", "camera", "sequence"),
         # Lost frames, counted by status and the dashboard.
         Index("ix_stream_frames_lost_at", "lost_at"),
+    )
+
+
+#: Where the relay sends outbox messages; each has its own "sent" column in ``outbox``.
+OUTBOX_SINKS: tuple[str, ...] = ("mqtt", "webhook")
+
+
+class OutboxMessage(Base):
+    """A verdict or alarm on its way to the line: written in the transaction that records it, sent by
+    the relay (``lineguard relay``) in id order, marked sent per sink once the sink acknowledged it.
+
+    Sent messages are kept for a while (see store.outbox) so that a job run again after its worker
+    died cannot queue the same verdict twice: ``key`` is unique.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    line: Mapped[str] = mapped_column(String(128))
+    camera: Mapped[str] = mapped_column(String(128))
+    topic: Mapped[str] = mapped_column(String(1024))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    mqtt_sent_at: Mapped[datetime | None]
+    webhook_sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # Each sink reads its unsent messages in id order.
+        Index("ix_outbox_mqtt_sent_at_id", "mqtt_sent_at", "id"),
+        Index("ix_outbox_webhook_sent_at_id", "webhook_sent_at", "id"),
+        Index("ix_outbox_created_at", "created_at"),
     )

@@ -31,7 +31,9 @@ from store import (
     make_engine,
     record_sent_frames,
     settle_stream_frames,
+    write_transaction,
 )
+from store.outbox import OutboxEntry, add_messages
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 #: Generous: the first run in a process imports pandas, altair and the store.
@@ -121,6 +123,25 @@ def test_live_page_shows_rates_alarm_queue_health_and_models(dashboard_env: Popu
     assert table["frames"].sum() == sum(dashboard_env.recent_frames.values())
     # line-b's model was trained with a random teacher: a page-wide notice names it.
     assert any("line-b (ts-random-1)" in warning.value for warning in at.warning)
+
+
+def test_live_page_shows_the_last_minutes_rate_beside_the_average_and_the_outbox(
+    dashboard_env: Populated, redis_db: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(dashboard_env.database_url)
+    try:
+        with write_transaction(engine) as connection:
+            add_messages(connection, [OutboxEntry(f"verdict:f{n}", "line-a", "cam-1", "lineguard/line-a/cam-1/verdict", "{}") for n in range(3)])
+    finally:
+        engine.dispose()
+    monkeypatch.setenv("LINEGUARD_MQTT_URL", "mqtt://127.0.0.1:1883")
+    at = open_page("live")
+    table = table_with(at, "frames/s, last minute")
+    # One frame every 30 s per camera: one or two in the last minute, 60 in the last hour's window.
+    assert set(table["frames/s, last minute"].round(4)) <= {round(1 / 60, 4), round(2 / 60, 4)}
+    assert (table["frames/s, window"] < table["frames/s, last minute"]).all()
+    assert any("in the last minute" in caption.value for caption in at.caption)
+    assert any(caption.value.startswith("Verdicts and alarms waiting to leave for the line: 3") for caption in at.caption)
 
 
 def test_live_page_shows_frames_lost_with_redis_per_camera(dashboard_env: Populated, redis_db: Redis) -> None:

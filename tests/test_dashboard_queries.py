@@ -12,6 +12,8 @@ from store_fixtures import BASE_TIME, db_url, make_record, postgres_run_database
 from dashboard import figures, queries
 from dashboard.windows import SETTLE_S, WINDOWS, floor_time, window_by_key
 from store import (
+    CameraCounts,
+    RateBucket,
     InspectionFilter,
     activate_model,
     defect_rate_series,
@@ -194,3 +196,16 @@ def test_a_window_read_in_chunks_equals_one_query(store_engine: Engine) -> None:
         pieces += defect_rate_series(store_engine, recent_since, window.bucket_seconds)
         whole = defect_rate_series(store_engine, window.start(now), window.bucket_seconds)
         assert pieces == whole, window.key
+
+
+def test_the_present_rate_sits_beside_the_windows_average() -> None:
+    buckets = figures.bucket_frame(
+        [RateBucket(BASE_TIME, "line-1", camera, 120, 6, 0, 0.5, 1.0) for camera in ("cam-0", "cam-1")]
+    )
+    per_stream = figures.current_figures(buckets, 3600, per_camera=True)
+    present = [CameraCounts("line-1", "cam-0", 240, 1, 0, BASE_TIME)]
+    shown = figures.with_present_rate(per_stream, present, 60, per_camera=True)
+    assert shown["frames_per_s_now"].tolist() == [4.0, 0.0]  # cam-1 is silent now
+    assert shown["frames_per_s"].tolist() == pytest.approx([120 / 3600, 120 / 3600])
+    per_line = figures.with_present_rate(figures.current_figures(buckets, 3600, per_camera=False), present, 60, per_camera=False)
+    assert per_line["frames_per_s_now"].tolist() == [4.0]

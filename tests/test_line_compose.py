@@ -12,7 +12,7 @@ from line_fixtures import REPO_ROOT
 from lineguard.cli import build_parser
 from lineguard.settings import ENVIRONMENT_VARIABLES
 
-LINEGUARD_SERVICES = ("migrate", "worker", "ingest", "dashboard")
+LINEGUARD_SERVICES = ("migrate", "worker", "ingest", "relay", "dashboard")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,9 @@ from store import (
     count_review_queue,
     inspection_detail,
     review_precision,
+    review_history,
     review_queue,
+    save_frame_reviews,
     save_review,
     write_inspections,
 )
@@ -110,3 +112,30 @@ def test_reviews_are_validated(store_engine: Engine) -> None:  # noqa: F811
 def test_paging_arguments_are_validated(store_engine: Engine) -> None:  # noqa: F811
     with pytest.raises(InvalidArgumentError, match="offset"):
         review_queue(store_engine, limit=10, offset=-1)
+
+
+def test_a_re_review_keeps_the_earlier_verdicts_in_the_history(store_engine: Engine) -> None:  # noqa: F811
+    ids = write_flags(store_engine)
+    save_review(store_engine, ids["d-5"], "false_alarm", "reflection", "ana")
+    save_frame_reviews(store_engine, ["d-5"], "confirmed", "crack under the label", "ben")
+    history = review_history(store_engine, ids["d-5"])
+    assert [(entry.verdict, entry.note, entry.reviewer) for entry in history] == [
+        ("false_alarm", "reflection", "ana"),
+        ("confirmed", "crack under the label", "ben"),
+    ]
+    assert inspection_detail(store_engine, ids["d-5"]).review.verdict == "confirmed"
+    assert review_history(store_engine, ids["d-4"]) == []
+
+
+def test_frame_reviews_are_all_or_none(store_engine: Engine) -> None:  # noqa: F811
+    ids = write_flags(store_engine)
+    assert save_frame_reviews(store_engine, ["d-0", "good", "d-0"], "confirmed", None, "ana") == {
+        "d-0": ids["d-0"],
+        "good": ids["good"],
+    }
+    with pytest.raises(UnknownInspectionError, match="no-such-frame; nothing was saved"):
+        save_frame_reviews(store_engine, ["d-1", "no-such-frame"], "false_alarm", None, "ana")
+    with pytest.raises(InvalidArgumentError, match="err could not be scored"):
+        save_frame_reviews(store_engine, ["d-1", "err"], "false_alarm", None, "ana")
+    assert review_history(store_engine, ids["d-1"]) == []
+    assert count_review_queue(store_engine) == 6

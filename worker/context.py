@@ -39,6 +39,8 @@ class WorkerContext:
         name: this worker's name, recorded in every row it writes.
         batch_size: most frames scored in one forward pass; a job's frames are split to fit.
         good_sample_every: keep pictures of one good frame in this many (0: none).
+        verdict_topic_prefix: topic prefix of the verdicts queued in the outbox with the rows;
+            None when no sink is configured (then no verdict is queued).
         redis_waiter, database_waiter: wait out outages of Redis and the database (the worker
             process passes its own, which stop waiting when the worker is asked to stop).
     """
@@ -50,6 +52,7 @@ class WorkerContext:
     name: str
     batch_size: int = DEFAULT_BATCH_SIZE
     good_sample_every: int = DEFAULT_GOOD_SAMPLE_EVERY
+    verdict_topic_prefix: str | None = None
     redis_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("Redis", is_redis_outage))
     database_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("the database", is_database_outage))
 

@@ -7,7 +7,8 @@
 3. groups the rest by the active model of their line (a line without one: error rows) and scores
    each group in forward passes of at most the worker's batch size;
 4. writes the image and heatmap of flagged frames (and of a sample of good ones) as artifacts;
-5. writes all rows of the batch in one transaction, then deletes the frame bytes.
+5. writes all rows of the batch in one transaction, with their verdicts for the line (the outbox,
+   when verdicts are sent: worker.verdict_outbox), then deletes the frame bytes.
 
 Delivery is at least once: a batch may run again after a worker died. Rows are upserted by frame
 id, artifacts are keyed by frame id, and a frame whose bytes are gone because an earlier run of
@@ -34,10 +35,12 @@ from model.images import decode_image
 from model.scoring import InspectionModel
 from store.records import InspectionRecord, recorded_frame_ids, write_inspections
 from store.schema import ERROR_VERDICT, FLAGGED_VERDICT, Inspection
+from wire.metrics import observe_forward_pass, observe_recorded
 from wire.protocol import FrameEntry, InvalidPayloadError, payload_entries
 from worker.context import WorkerContext, current_context
 from worker.errors import WorkerError
 from worker.evidence import evidence_keys, keeps_good_sample, save_evidence
+from worker.verdict_outbox import verdict_outbox
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +91,9 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
         for start in range(0, len(group), context.batch_size):
             records += _score_group(context, model, group[start : start + context.batch_size], started_at)
 
-    context.database_waiter.call(lambda: write_inspections(context.engine, records), f"writing {len(records)} rows")
+    outbox = verdict_outbox(records, context.verdict_topic_prefix)
+    context.database_waiter.call(lambda: write_inspections(context.engine, records, outbox), f"writing {len(records)} rows")
+    observe_recorded(records)
     if frames:
         context.redis_waiter.call(lambda: context.redis.delete(*(frame.key for frame in frames)), "deleting frame bytes")
     outcome.errors = sum(record.verdict == ERROR_VERDICT for record in records)
@@ -190,7 +195,9 @@ def _score_group(
     started_at: datetime,
 ) -> list[InspectionRecord]:
     """Score `group` in one forward pass and keep the pictures the rows will point to."""
+    clock = time.monotonic()
     results = model.score_images([image for _, image in group])
+    observe_forward_pass(len(group), time.monotonic() - clock)
     records = []
     for (frame, image), result in zip(group, results):
         image_key = heatmap_key = None

@@ -55,6 +55,7 @@ class WorkerOptions:
     good_sample_every: int = DEFAULT_GOOD_SAMPLE_EVERY
     threads: int | None = None
     name: str | None = None
+    verdict_topic_prefix: str | None = None  # None: no sink configured, no verdict queued
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -106,6 +107,7 @@ def run_worker(redis_url: str, database: str, artifacts_url: str, queue_name: st
         name=name,
         batch_size=options.batch_size,
         good_sample_every=options.good_sample_every,
+        verdict_topic_prefix=options.verdict_topic_prefix,
         redis_waiter=worker.redis_waiter,
         database_waiter=OutageWaiter("the database", is_database_outage, should_stop=lambda: worker.stop_requested),
     )

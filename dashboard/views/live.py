@@ -18,10 +18,12 @@ from dashboard.health import QueueHealth
 from dashboard.queries import LineModelInfo, inspections_export
 from dashboard.settings import DashboardSettings
 from dashboard.windows import WINDOWS, Window, floor_time, window_by_key
-from store import InspectionFilter, LostFrames
+from store import InspectionFilter, LostFrames, OutboxDepth
 
 #: Background of a table row whose rate crossed the alarm level.
 ALARM_ROW_STYLE = "background-color: rgba(255, 75, 75, 0.25)"
+#: Seconds after which waiting verdicts are shown as a warning: the relay or its sink is not keeping up.
+OUTBOX_LATE_S = 10
 #: Line tiles per row.
 TILES_PER_ROW = 4
 
@@ -42,7 +44,7 @@ def line_tiles(per_line: pd.DataFrame, alarms: pd.Series, line_models: dict[str,
                     help="defects per scored frame; frames that could not be scored are left out",
                 )
                 st.caption(
-                    f"{row['frames_per_s']:.2f} frames/s · latency {components.seconds(row['mean_latency_s'])} "
+                    f"{row['frames_per_s_now']:.2f} frames/s in the last minute, {row['frames_per_s']:.2f} on average · latency {components.seconds(row['mean_latency_s'])} "
                     f"(max {components.seconds(row['max_latency_s'])}) · {int(row['errors'])} errors"
                 )
                 st.caption(f"model {model.model_version}" if model is not None else "no active model")
@@ -60,7 +62,8 @@ def figures_table(per_stream: pd.DataFrame, alarms: pd.Series, line_models: dict
             "defects": per_stream["defects"],
             "errors": per_stream["errors"],
             "defect rate": per_stream["defect_rate"].map(components.percent),
-            "frames/s": per_stream["frames_per_s"],
+            "frames/s, last minute": per_stream["frames_per_s_now"],
+            "frames/s, window": per_stream["frames_per_s"],
             "mean latency": per_stream["mean_latency_s"].map(components.seconds),
             "max latency": per_stream["max_latency_s"].map(components.seconds),
             "alarm": alarms.map({True: "ALARM", False: ""}),
@@ -72,7 +75,10 @@ def figures_table(per_stream: pd.DataFrame, alarms: pd.Series, line_models: dict
         styled,
         hide_index=True,
         key="live_figures_table",
-        column_config={"frames/s": st.column_config.NumberColumn(format="%.2f")},
+        column_config={
+            "frames/s, last minute": st.column_config.NumberColumn(format="%.2f"),
+            "frames/s, window": st.column_config.NumberColumn(format="%.2f", help="average over the whole window"),
+        },
     )
 
 
@@ -103,10 +109,17 @@ def trend_charts(points: pd.DataFrame, alarm_rate: float) -> None:
         )
 
 
-def queue_panel(health: QueueHealth, lost: list[LostFrames]) -> None:
-    """Queue depth, drops, frames lost with Redis (from the store) and workers alive; a warning
-    instead of the Redis figures when Redis cannot be read."""
+def queue_panel(health: QueueHealth, lost: list[LostFrames], outbox: OutboxDepth | None) -> None:
+    """Queue depth, drops, frames lost with Redis (from the store), workers alive and the outbox of
+    verdicts (None: no sink configured); a warning instead of the Redis figures when Redis cannot be read."""
     st.subheader("Queue and workers")
+    if outbox is not None:
+        age = "" if outbox.oldest_age_s is None else f", the oldest {components.seconds(outbox.oldest_age_s)} old"
+        text = f"Verdicts and alarms waiting to leave for the line: {outbox.messages:,}{age}"
+        if outbox.messages and outbox.oldest_age_s is not None and outbox.oldest_age_s > OUTBOX_LATE_S:
+            st.warning(text + " (is the broker or the relay down?)", icon=":material/outbox:")
+        else:
+            st.caption(text)
     if lost:
         st.warning(
             "Frames lost with Redis (sent, then gone from the queue without a row): "
@@ -179,8 +192,13 @@ def live_figures(settings: DashboardSettings, window: Window, per_camera: bool, 
         st.info(f"No inspections finished in the {window.label}.")
     else:
         window_seconds = (now - start).total_seconds()
-        per_line = figures.current_figures(buckets, window_seconds, per_camera=False)
-        per_stream = figures.current_figures(buckets, window_seconds, per_camera=True)
+        present = sources.present_counts(database_url, now)
+        per_line = figures.with_present_rate(
+            figures.current_figures(buckets, window_seconds, per_camera=False), present, sources.PRESENT_S, per_camera=False
+        )
+        per_stream = figures.with_present_rate(
+            figures.current_figures(buckets, window_seconds, per_camera=True), present, sources.PRESENT_S, per_camera=True
+        )
         line_alarms = figures.alarmed(per_line, alarm_rate, settings.alarm_min_frames)
         stream_alarms = figures.alarmed(per_stream, alarm_rate, settings.alarm_min_frames)
         for _, row in per_stream[stream_alarms].iterrows():
@@ -192,7 +210,12 @@ def live_figures(settings: DashboardSettings, window: Window, per_camera: bool, 
         line_tiles(per_line, line_alarms, line_models, window)
         figures_table(per_stream, stream_alarms, line_models)
         trend_charts(figures.trend(buckets, window.bucket_seconds, per_camera), alarm_rate)
-    queue_panel(sources.health(settings.services.redis_url, settings.services.queue_name), sources.lost_frames(database_url))
+    sinks = settings.services.outbox_sinks
+    queue_panel(
+        sources.health(settings.services.redis_url, settings.services.queue_name),
+        sources.lost_frames(database_url),
+        sources.outbox(database_url, sinks) if sinks else None,
+    )
     models_panel(list(line_models.values()))
 
 

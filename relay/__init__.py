@@ -1,0 +1,1 @@
+"""The relay: sends the outbox (verdicts and alarms, see store.outbox and wire.verdicts) to MQTT and a webhook."""

@@ -1,0 +1,105 @@
+"""An MQTT broker of the test's own (a `mosquitto` process that a test may kill and start again) and a
+consumer that keeps every message it receives, as a line's controller would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from paho.mqtt.client import Client, MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion
+
+from wire.verdicts import VerdictMessage, decode_message
+
+
+class Mosquitto:
+    """A mosquitto broker on a free port of 127.0.0.1, with persistence so that a restart keeps its
+    subscriptions (as a plant's broker would)."""
+
+    def __init__(self, folder: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.folder = folder
+        self.config = folder / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {folder}/\nautosave_interval 1\nlog_dest file {folder}/mosquitto.log\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(["mosquitto", "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail(f"mosquitto did not listen on port {self.port} within 10 s")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    if shutil.which("mosquitto") is None:
+        message = "mosquitto is not installed (apt-get install mosquitto)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    broker = Mosquitto(folder)
+    broker.start()
+    yield broker
+    if broker.process is not None and broker.process.poll() is None:
+        broker.kill()
+
+
+class Consumer:
+    """Subscribes (QoS 1, persistent session) to `topic` and keeps every message, duplicates included."""
+
+    def __init__(self, port: int, topic: str, client_id: str = "test-consumer") -> None:
+        self.messages: list[VerdictMessage] = []
+        self.subscribed = threading.Event()
+        self._lock = threading.Lock()
+        client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        client.reconnect_delay_set(min_delay=0.25, max_delay=1)  # type: ignore[arg-type]
+        client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        client.on_subscribe = lambda *_: self.subscribed.set()
+        client.on_message = self._keep
+        client.connect("127.0.0.1", port, keepalive=5)
+        client.loop_start()
+        self._client = client
+        if not self.subscribed.wait(10):
+            pytest.fail(f"consumer could not subscribe to {topic}")
+
+    def _keep(self, client: Client, userdata: object, message: MQTTMessage) -> None:
+        decoded = decode_message(message.payload)
+        with self._lock:
+            self.messages.append(decoded)
+
+    def received(self) -> list[VerdictMessage]:
+        with self._lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from dashboard import queries
 from dashboard.health import QueueHealth, queue_health
 from dashboard.windows import Window
+from store.alarms import AlarmInfo, open_alarms
 from store import (
     ArtifactError,
     ArtifactStore,
@@ -112,6 +113,12 @@ def recent_buckets(database_url: str, since: datetime, bucket_seconds: int) -> l
 def present_counts(database_url: str, now: datetime) -> list[CameraCounts]:
     """Frames per line and camera finished in the last PRESENT_S seconds before ``now`` (and after)."""
     return line_counts(engine(database_url), since=now - timedelta(seconds=PRESENT_S))
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def alarms(database_url: str) -> list[AlarmInfo]:
+    """Open drift alarms, oldest first (see ``store.alarms``)."""
+    return open_alarms(engine(database_url))
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)

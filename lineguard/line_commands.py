@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lineguard.learning_commands import actor, register_model_actions
 from lineguard.settings import Settings
 
 if TYPE_CHECKING:  # imported where used, so that `lineguard --help` does not load torch or rq
@@ -125,7 +126,7 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
 
 
 def _register_models(commands: argparse._SubParsersAction) -> None:
-    models = commands.add_parser("models", help="register, activate and list models")
+    models = commands.add_parser("models", help="register, activate, recalibrate, roll back and list models")
     actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="register a checkpoint in the store")
     add.add_argument(
@@ -138,10 +139,13 @@ def _register_models(commands: argparse._SubParsersAction) -> None:
     activate = actions.add_parser("activate", help="make a registered model the one a line scores with")
     activate.add_argument("version", help="model version (see `lineguard models list`)")
     activate.add_argument("--line", required=True)
+    activate.add_argument("--reason", help="why, kept in the line's history (`lineguard models history`)")
+    activate.add_argument("--by", help="who decides (default: the login name)")
     activate.set_defaults(handler=run_models_activate)
     listing = actions.add_parser("list", help="registered models, newest first")
     listing.add_argument("--json", action="store_true", help="print JSON instead of text")
     listing.set_defaults(handler=run_models_list)
+    register_model_actions(actions)
 
 
 def run_ingest_folder(args: argparse.Namespace) -> int:
@@ -230,7 +234,9 @@ def run_models_add(args: argparse.Namespace) -> int:
         raise ValueError("--activate needs --line: the line that is to score with the model")
     engine = _open_store()
     try:
-        checkpoint = register_checkpoint(engine, args.checkpoint, args.line if args.activate else None)
+        checkpoint = register_checkpoint(
+            engine, args.checkpoint, args.line if args.activate else None, by=actor(None), reason=f"added from {args.checkpoint}"
+        )
         print(f"registered model {checkpoint['version']} from {args.checkpoint} (teacher: {checkpoint['teacher_source']})")
         if checkpoint["random_teacher"]:
             log.warning("model %s was trained with a RANDOM teacher: its scores are not those of the real method", checkpoint["version"])
@@ -248,7 +254,7 @@ def run_models_activate(args: argparse.Namespace) -> int:
 
     engine = _open_store()
     try:
-        activate_model(engine, args.line, args.version)
+        activate_model(engine, args.line, args.version, by=actor(args.by), reason=args.reason)
     finally:
         engine.dispose()
     print(f"line {args.line} now scores with {args.version}; running workers switch within their model refresh time")

@@ -15,6 +15,7 @@ from typing import Any
 from redis import Redis
 from sqlalchemy import Engine
 
+from store.alarms import open_alarms
 from store.records import line_counts, lost_frame_counts, outbox_depth, skipped_file_counts, status_summary
 from wire.protocol import pending_frames_by_line, queue_counters, worker_beats
 
@@ -37,7 +38,8 @@ def line_status(
     before the first); ``frames_per_s`` covers the last RATE_WINDOW_S seconds; ``skipped_files``
     ({camera: {reason: count}}) counts the files folder sources did not take, each once per run
     (see ingest.file_checks). ``outbox``: verdicts and alarms waiting for the configured
-    `outbox_sinks` (``{"sinks", "messages", "oldest_age_s"}``, see store.outbox).
+    `outbox_sinks` (``{"sinks", "messages", "oldest_age_s"}``, see store.outbox). ``alarms``: the open
+    drift alarms, oldest first (``[{"kind", "line", "camera", "since", "reason"}]``, see worker.drift).
     """
     now = now or datetime.now(UTC)
     counters = queue_counters(redis, queue_name)
@@ -93,6 +95,10 @@ def line_status(
         "lost": sum(sum(cameras.values()) for cameras in lost.values()),
         "refused_jobs": counters["refused_jobs"],
         "outbox": outbox,
+        "alarms": [
+            {"kind": alarm.kind, "line": alarm.line, "camera": alarm.camera, "since": alarm.since.isoformat(), "reason": alarm.reason}
+            for alarm in open_alarms(engine)
+        ],
         "lines": lines,
     }
 
@@ -117,6 +123,8 @@ def format_status(status: dict[str, Any]) -> str:
     if outbox["sinks"]:
         age = "" if outbox["oldest_age_s"] is None else f", the oldest {outbox['oldest_age_s']:.1f} s old"
         text.append(f"  outbox to {' and '.join(outbox['sinks'])}: {outbox['messages']} messages waiting{age}")
+    for alarm in status["alarms"]:
+        text.append(f"  ALARM {alarm['line']}/{alarm['camera']} since {alarm['since']}: {alarm['reason']}")
     if status["refused_jobs"]:
         refused = ", ".join(f"{function}: {count}" for function, count in sorted(status["refused_jobs"].items()))
         text.append(f"  refused foreign jobs (never run): {refused}")

@@ -20,6 +20,7 @@ import torch
 import torchvision
 
 from model.calibration import Calibration
+from model.image_stats import ImageReference
 from model.devices import resolve_device, resolve_precision
 from model.errors import CheckpointError
 from model.recipe import Recipe
@@ -58,6 +59,37 @@ def model_version(network: TeacherStudent) -> str:
     return f"ts-{digest.hexdigest()[:12]}"
 
 
+#: Separates a model's weights version from its calibration's digest in a recalibrated version.
+RECALIBRATED_SEPARATOR = "-cal-"
+
+
+def weights_version(version: str) -> str:
+    """The version of the weights under `version`: itself, or what a recalibration started from.
+    Models of one weights version give every image the same raw score."""
+    return version.split(RECALIBRATED_SEPARATOR, 1)[0]
+
+
+def save_recalibrated(
+    source: str | Path, calibration: Calibration, recalibration: dict[str, Any], out: str | Path | None = None
+) -> tuple[str, Path]:
+    """Copy checkpoint `source` with a new calibration to `out` (default: `<version>.pt` beside the
+    source); returns the new version and the file.
+
+    The weights stay, so the version is the weights version plus a digest of the calibration
+    (`weights_version` gives the first part back); `recalibration` (what the calibration rests on)
+    is kept in the training data summary.
+    """
+    payload = read_checkpoint(source)
+    calibration_document = plain(calibration.to_dict())
+    digest = hashlib.sha256(json.dumps(calibration_document, sort_keys=True).encode()).hexdigest()[:8]
+    payload["version"] = f"{weights_version(payload['version'])}{RECALIBRATED_SEPARATOR}{digest}"
+    payload["calibration"] = calibration_document
+    payload["training_data"] = {**payload["training_data"], "recalibration": plain(recalibration)}
+    target = Path(out) if out is not None else Path(source).with_name(f"{payload['version']}.pt")
+    _write_atomically(target, payload)
+    return payload["version"], target
+
+
 def save_checkpoint(
     path: str | Path,
     network: TeacherStudent,
@@ -65,8 +97,11 @@ def save_checkpoint(
     teacher_source: str,
     training_data: dict[str, Any],
     metrics: dict[str, float] | None = None,
+    image_reference: ImageReference | None = None,
 ) -> str:
-    """Write the checkpoint atomically; returns the model version."""
+    """Write the checkpoint atomically; returns the model version.
+
+    `image_reference` (the training images' statistics, for drift alarms) is kept when given."""
     path = Path(path)
     version = model_version(network)
     payload = {
@@ -82,6 +117,8 @@ def save_checkpoint(
         "metrics": plain(metrics),
         "library_versions": library_versions(),
     }
+    if image_reference is not None:
+        payload["image_reference"] = image_reference.to_checkpoint()
     _write_atomically(path, payload)
     return version
 
@@ -136,6 +173,8 @@ def model_from_payload(payload: dict[str, Any], path: str | Path, device: str = 
         calibration = Calibration.from_dict(payload["calibration"])
         network = TeacherStudent(recipe)
         network.load_state_dict(payload["state_dict"], strict=True)
+        # Checkpoints saved before drift alarms have no reference: their frames' images are not compared.
+        reference = ImageReference.from_checkpoint(payload["image_reference"]) if "image_reference" in payload else None
     except (KeyError, TypeError, RuntimeError, pydantic.ValidationError) as error:
         raise CheckpointError(f"{path} is a damaged or incompatible lineguard checkpoint: {error}") from error
     torch_device = resolve_device(device)
@@ -146,4 +185,5 @@ def model_from_payload(payload: dict[str, Any], path: str | Path, device: str = 
         payload["teacher_source"],
         torch_device,
         resolve_precision(precision, torch_device),
+        image_reference=reference,
     )

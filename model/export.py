@@ -34,6 +34,7 @@ from model.checkpoint import library_versions, load_checkpoint, model_from_paylo
 from model.errors import DatasetError, ExportError, ParityError
 from model.evaluation import find_test_cases
 from model.geometry import IMAGENET_MEAN, IMAGENET_STD, fit_image, to_network_input
+from model.image_stats import STAT_NAMES, ImageReference
 from model.images import list_images, read_image
 from model.recipe import Recipe
 from model.runtimes import INPUT_NAME, ONNXRUNTIME, OPENVINO, OUTPUT_NAME, OnnxRuntimeMaps, OpenVinoMaps
@@ -161,11 +162,29 @@ def load_export(path: str | Path, runtime: str = "auto", device: str = "auto", p
     try:
         recipe = Recipe.model_validate(manifest["recipe"])
         calibration = Calibration.from_dict(manifest["calibration"])
+        image_reference = _reference_from_json(manifest.get("image_reference"))
     except (KeyError, TypeError, ValueError) as error:
         raise ExportError(f"{folder / EXPORT_MANIFEST} is damaged: {error}") from error
     maps_class = OnnxRuntimeMaps if runtime == ONNXRUNTIME else OpenVinoMaps
     maps = maps_class(folder / MODEL_FILE[export_format], manifest["precision"], threads)
-    return InspectionModel(maps, recipe, calibration, manifest["version"], manifest["teacher_source"])
+    return InspectionModel(maps, recipe, calibration, manifest["version"], manifest["teacher_source"], image_reference)
+
+
+def _reference_to_json(reference: ImageReference | None) -> dict[str, Any] | None:
+    """The training images' statistics (drift alarms) as JSON; None for checkpoints without them."""
+    if reference is None:
+        return None
+    return {"means": reference.means, "spreads": reference.spreads, "luma": reference.luma.tolist()}
+
+
+def _reference_from_json(values: dict[str, Any] | None) -> ImageReference | None:
+    if values is None:
+        return None
+    return ImageReference(
+        means={name: float(values["means"][name]) for name in STAT_NAMES},
+        spreads={name: float(values["spreads"][name]) for name in STAT_NAMES},
+        luma=np.array(values["luma"], dtype=np.float32),
+    )
 
 
 def load_model(path: str | Path, runtime: str = "auto", device: str = "auto", precision: str = "auto") -> InspectionModel:
@@ -357,6 +376,7 @@ def export_model(
             "input": {"name": INPUT_NAME, "shape": [None, 3, *reference.recipe.input_shape], "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
             "output": {"name": OUTPUT_NAME, "shape": [None, *reference.recipe.input_shape]},
             "parity": {**asdict(report), "check_set": str(Path(check_dir).resolve())},
+            "image_reference": _reference_to_json(reference.image_reference),
             **{key: payload[key] for key in ("recipe", "calibration", "teacher_source", "random_teacher", "training_data", "metrics")},
             "library_versions": _export_library_versions(),
         }

@@ -17,6 +17,7 @@ from torch import nn
 
 from model.calibration import Calibration
 from model.geometry import FittedImage, fit_image, map_to_image, to_network_input
+from model.image_stats import ImageReference
 from model.loss import discrepancy_map
 from model.recipe import Recipe
 from model.runtimes import MapRuntime, TorchMaps
@@ -114,6 +115,7 @@ class InspectionModel:
         calibration: Calibration | None,
         version: str,
         teacher_source: str,
+        image_reference: ImageReference | None = None,
     ) -> None:
         if recipe.input_shape is None:
             raise ValueError("the recipe has no input_shape: the model has not been trained")
@@ -122,13 +124,21 @@ class InspectionModel:
         self.calibration = calibration
         self.version = version
         self.teacher_source = teacher_source
+        self.image_reference = image_reference  # the training images' statistics (drift alarms), if saved
 
     @classmethod
     def from_network(
-        cls, network: TeacherStudent, calibration: Calibration | None, version: str, teacher_source: str, device: torch.device, precision: str
+        cls,
+        network: TeacherStudent,
+        calibration: Calibration | None,
+        version: str,
+        teacher_source: str,
+        device: torch.device,
+        precision: str,
+        image_reference: ImageReference | None = None,
     ) -> "InspectionModel":
         """A model whose maps torch computes with `network` on `device` at `precision`."""
-        return cls(TorchMaps(network, device, precision), network.recipe, calibration, version, teacher_source)
+        return cls(TorchMaps(network, device, precision), network.recipe, calibration, version, teacher_source, image_reference)
 
     @property
     def device(self) -> torch.device:

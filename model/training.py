@@ -20,6 +20,7 @@ from tqdm import tqdm
 from model.augment import augmented_view
 from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration
 from model.checkpoint import save_checkpoint
+from model.image_stats import image_reference
 from model.devices import autocast, resolve_device, resolve_precision
 from model.errors import DatasetError, InvalidImageError
 from model.geometry import fit_image, input_shape_for, to_network_input
@@ -254,6 +255,7 @@ def train(
     images, unreadable = load_training_images([paths[i] for i in train_idx], recipe.input_shape, progress)
     losses = train_student(network, images, settings, device, precision, rng, progress)
     scale_means = fit_scale_weights(network, images, device, precision) if recipe.normalise_scales else None
+    reference = image_reference(images)
     del images
 
     scorer = InspectionModel.from_network(network, None, "uncalibrated", weights.source, device, precision)
@@ -276,5 +278,5 @@ def train(
         "precision": precision,
         "seconds": round(seconds, 1),
     }
-    version = save_checkpoint(out_path, network.cpu(), calibration, weights.source, training_data)
+    version = save_checkpoint(out_path, network.cpu(), calibration, weights.source, training_data, image_reference=reference)
     return TrainingResult(Path(out_path), version, calibration.threshold, seconds)

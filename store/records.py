@@ -13,6 +13,7 @@ from store.inspections import (
     recorded_frame_ids,
     write_inspections,
 )
+from store.line_parts import ScoredPart, scored_parts
 from store.ledger import (
     SKIPPED_FILE_KIND_PREFIX,
     SourceEventInfo,
@@ -36,13 +37,16 @@ from store.outbox import (
     prune_sent,
 )
 from store.registry import (
+    ActivationInfo,
     ModelInfo,
     activate_model,
+    activation_history,
     active_model_for_line,
     active_models,
     get_model,
     list_models,
     register_model,
+    rollback_model,
 )
 from store.reviews import (
     LinePrecision,
@@ -65,6 +69,7 @@ from store.streams import (
 from store.stats import CameraCounts, LineStatus, RateBucket, defect_rate_series, line_counts, status_summary
 
 __all__ = [
+    "ActivationInfo",
     "CameraCounts",
     "InspectionFilter",
     "InspectionRecord",
@@ -78,11 +83,13 @@ __all__ = [
     "RateBucket",
     "ReviewInfo",
     "SKIPPED_FILE_KIND_PREFIX",
+    "ScoredPart",
     "SentFrame",
     "SourceEventInfo",
     "StoredInspection",
     "UnsettledClaim",
     "activate_model",
+    "activation_history",
     "add_messages",
     "active_model_for_line",
     "active_models",
@@ -107,10 +114,12 @@ __all__ = [
     "skipped_file_counts",
     "recorded_frame_ids",
     "register_model",
+    "rollback_model",
     "review_history",
     "review_precision",
     "review_queue",
     "save_frame_reviews",
+    "scored_parts",
     "save_review",
     "settle_claims",
     "settle_stream_frames",

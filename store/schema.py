@@ -174,6 +174,23 @@ class LineModel(Base):
     activated_at: Mapped[datetime]
 
 
+class ModelActivation(Base):
+    """One change of a line's model, kept for good: which version, from which, by whom, when and why."""
+
+    __tablename__ = "model_activations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    line: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(128))
+    # The version the line scored with before; None for a line's first model.
+    previous_version: Mapped[str | None] = mapped_column(String(128))
+    activated_by: Mapped[str] = mapped_column(String(128))
+    activated_at: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_model_activations_line_activated_at", "line", "activated_at"),)
+
+
 class Review(Base):
     """A person's judgement of a flagged inspection; one per inspection, a re-review replaces it."""
 
@@ -314,3 +331,22 @@ class OutboxMessage(Base):
         Index("ix_outbox_webhook_sent_at_id", "webhook_sent_at", "id"),
         Index("ix_outbox_created_at", "created_at"),
     )
+
+
+class Alarm(Base):
+    """A drift alarm of one line and camera: raised ``since`` for ``reason``, open until ``cleared_at``.
+
+    ``open_key`` ("<line>/<camera>/<kind>") is set while the alarm is open and unique, so that several
+    workers noticing the same shift raise one alarm; it is emptied when the alarm clears.
+    """
+
+    __tablename__ = "alarms"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    line: Mapped[str] = mapped_column(String(128))
+    camera: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    since: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    cleared_at: Mapped[datetime | None]
+    open_key: Mapped[str | None] = mapped_column(String(320), unique=True)

@@ -10,11 +10,13 @@ from store import (
     InvalidArgumentError,
     UnknownModelError,
     activate_model,
+    activation_history,
     active_model_for_line,
     active_models,
     get_model,
     list_models,
     register_model,
+    rollback_model,
 )
 
 
@@ -74,3 +76,22 @@ def test_documents_must_be_json(store_engine: Engine) -> None:  # noqa: F811
     with pytest.raises(InvalidArgumentError, match="recipe is not a JSON document"):
         register(store_engine, "m-1", recipe={"size": object()})
     assert list_models(store_engine) == []
+
+
+def test_activations_are_recorded_and_a_rollback_undoes_the_latest(store_engine: Engine) -> None:  # noqa: F811
+    register(store_engine, "m-1")
+    register(store_engine, "m-2")
+    activate_model(store_engine, "line-1", "m-1", by="ana")
+    activate_model(store_engine, "line-1", "m-2", by="ana", reason="fewer false alarms")
+    activate_model(store_engine, "line-2", "m-2")
+    rolled_back = rollback_model(store_engine, "line-1", by="ben")
+    assert (rolled_back.model_version, rolled_back.previous_version, rolled_back.reason) == ("m-1", "m-2", "rollback of m-2")
+    assert active_model_for_line(store_engine, "line-1") == "m-1"
+    assert [(a.model_version, a.previous_version, a.activated_by) for a in activation_history(store_engine, "line-1")] == [
+        ("m-1", "m-2", "ben"),
+        ("m-2", "m-1", "ana"),
+        ("m-1", None, "ana"),
+    ]
+    assert len(activation_history(store_engine)) == 4
+    with pytest.raises(UnknownModelError, match="no earlier model"):
+        rollback_model(store_engine, "line-3", by="ben")

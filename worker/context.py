@@ -23,6 +23,7 @@ from store.artifacts import ArtifactStore
 from store.db import is_database_outage
 from wire.connections import OutageWaiter, is_redis_outage
 from worker.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GOOD_SAMPLE_EVERY
+from worker.drift import DriftMonitor
 from worker.errors import NoWorkerContextError
 from worker.model_cache import ModelCache
 
@@ -39,6 +40,7 @@ class WorkerContext:
         name: this worker's name, recorded in every row it writes.
         batch_size: most frames scored in one forward pass; a job's frames are split to fit.
         good_sample_every: keep pictures of one good frame in this many (0: none).
+        drift: the recent deviations of the cameras this worker scores (drift alarms).
         verdict_topic_prefix: topic prefix of the verdicts queued in the outbox with the rows;
             None when no sink is configured (then no verdict is queued).
         redis_waiter, database_waiter: wait out outages of Redis and the database (the worker
@@ -53,6 +55,7 @@ class WorkerContext:
     batch_size: int = DEFAULT_BATCH_SIZE
     good_sample_every: int = DEFAULT_GOOD_SAMPLE_EVERY
     verdict_topic_prefix: str | None = None
+    drift: DriftMonitor = field(default_factory=DriftMonitor)
     redis_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("Redis", is_redis_outage))
     database_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("the database", is_database_outage))
 

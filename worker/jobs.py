@@ -8,7 +8,8 @@
    each group in forward passes of at most the worker's batch size;
 4. writes the image and heatmap of flagged frames (and of a sample of good ones) as artifacts;
 5. writes all rows of the batch in one transaction, with their verdicts for the line (the outbox,
-   when verdicts are sent: worker.verdict_outbox), then deletes the frame bytes.
+   when verdicts are sent: worker.verdict_outbox), then deletes the frame bytes;
+6. adds the frames to their cameras' drift windows and raises or clears alarms (worker.drift).
 
 Delivery is at least once: a batch may run again after a worker died. Rows are upserted by frame
 id, artifacts are keyed by frame id, and a frame whose bytes are gone because an earlier run of
@@ -40,6 +41,7 @@ from wire.protocol import FrameEntry, InvalidPayloadError, payload_entries
 from worker.context import WorkerContext, current_context
 from worker.errors import WorkerError
 from worker.evidence import evidence_keys, keeps_good_sample, save_evidence
+from worker.drift import record_alarm_changes
 from worker.verdict_outbox import verdict_outbox
 
 logger = logging.getLogger(__name__)
@@ -94,6 +96,11 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
     outbox = verdict_outbox(records, context.verdict_topic_prefix)
     context.database_waiter.call(lambda: write_inspections(context.engine, records, outbox), f"writing {len(records)} rows")
     observe_recorded(records)
+    alarms = context.drift.settle(records)
+    if alarms:
+        context.database_waiter.call(
+            lambda: record_alarm_changes(context.engine, alarms, context.verdict_topic_prefix), "recording drift alarms"
+        )
     if frames:
         context.redis_waiter.call(lambda: context.redis.delete(*(frame.key for frame in frames)), "deleting frame bytes")
     outcome.errors = sum(record.verdict == ERROR_VERDICT for record in records)
@@ -200,6 +207,7 @@ def _score_group(
     observe_forward_pass(len(group), time.monotonic() - clock)
     records = []
     for (frame, image), result in zip(group, results):
+        context.drift.measure(frame.frame_id, model, image)
         image_key = heatmap_key = None
         if result.is_anomaly or keeps_good_sample(frame.frame_id, context.good_sample_every):
             keys = evidence_keys(frame.line, frame.camera, frame.captured_at, frame.frame_id)

@@ -188,6 +188,11 @@ def live_figures(settings: DashboardSettings, window: Window, per_camera: bool, 
         f"{window.label}: from {components.local_time(start, zone)} to {components.local_time(now, zone)}; "
         f"refreshes every {settings.refresh_s:g} s"
     )
+    for alarm in sources.alarms(database_url):
+        st.error(
+            f"{alarm.line} / {alarm.camera}: drift alarm since {components.local_time(alarm.since, zone)}: {alarm.reason}",
+            icon=":material/center_focus_weak:",
+        )
     if buckets.empty:
         st.info(f"No inspections finished in the {window.label}.")
     else:

@@ -36,6 +36,10 @@ def test_an_export_carries_the_checkpoint_and_the_parity_figures(small_onnx_expo
     assert parity["map_difference"] <= FP32_MAP_TOLERANCE and parity["refused_because"] == []
     assert abs(parity["export_auroc"] - parity["torch_auroc"]) <= 0.002
     assert sorted(path.name for path in small_onnx_export.iterdir()) == [EXPORT_MANIFEST, "model.onnx"]
+    # Drift alarms compare frames with the training images' statistics: the export keeps them.
+    reference = load_model(small_onnx_export).image_reference
+    assert reference.means == pytest.approx(torch_model.image_reference.means)
+    assert np.allclose(reference.luma, torch_model.image_reference.luma)
 
 
 @pytest.mark.parametrize("runtime", ["auto", "openvino"])

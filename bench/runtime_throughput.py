@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration  # noqa: E402
 from model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from model.errors import ParityError  # noqa: E402
-from model.export import check_set, export_model, load_export  # noqa: E402
+from model.export import DEFAULT_CHECK_IMAGES, check_set, export_model, load_export  # noqa: E402
 from model.recipe import Recipe  # noqa: E402
 from model.scoring import InspectionModel, TeacherStudent  # noqa: E402
 from model.teacher import resolve_teacher_weights  # noqa: E402
@@ -79,6 +79,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=24.0, help="timing per model and batch size")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--exports", type=Path, help="folder for the exports (default: a temporary one)")
+    parser.add_argument(
+        "--formats", default=",".join(f"{f}:{p}" for f, p in EXPORTS), help="exports to try, FORMAT:PRECISION,..."
+    )
+    parser.add_argument("--check-images", type=int, default=DEFAULT_CHECK_IMAGES, help="at most this many check images")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
@@ -90,11 +94,11 @@ def main() -> None:
         "torch bf16": load_checkpoint(args.checkpoint, device="cpu", precision="bf16"),
     }
     gate: dict[str, str] = {}
-    for export_format, precision in EXPORTS:
+    for export_format, precision in (item.split(":") for item in args.formats.split(",")):
         out = exports / f"{export_format}-{precision}"
         started = time.monotonic()
         try:
-            report = export_model(args.checkpoint, export_format, precision, out, args.category)
+            report = export_model(args.checkpoint, export_format, precision, out, args.category, args.check_images)
         except ParityError as error:
             gate[f"{export_format} {precision}"] = f"REFUSED: {error}"
             continue
@@ -104,7 +108,7 @@ def main() -> None:
     for name, verdict in gate.items():
         print(f"parity gate, {name}: {verdict}")
 
-    images, _ = check_set(args.category)
+    images, _ = check_set(args.category, args.check_images)
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     rates = {size: images_per_second(models, images, size, args.seconds, args.rounds) for size in batch_sizes}
     header = f"{'runtime':22}" + "".join(f" {f'b{size} img/s':>10} {'/torch same':>11} {'/torch best':>11}" for size in batch_sizes)

@@ -1,4 +1,4 @@
-"""The dashboard's entrypoint: settings, the optional password, a database check, then the pages.
+"""The dashboard's entrypoint: settings, the optional sign-in, a database check, then the pages.
 
 Run by ``lineguard dashboard`` (``streamlit run dashboard/app.py``). Each page is a script in
 ``dashboard/views``; Streamlit reruns this file, then the chosen page, on every interaction, so
@@ -54,10 +54,11 @@ def main() -> None:
     st.set_page_config(page_title="lineguard", page_icon=":material/precision_manufacturing:", layout="wide")
     try:
         settings = DashboardSettings.from_environment()
+        users = settings.user_hashes()
     except SettingsError as error:
         st.error(str(error))
         st.stop()
-    signed_in = auth.signed_in(settings.password)
+    signed_in = auth.signed_in(settings.password, users)
     # The navigation only names the pages (hidden until signed in), so that the page of the URL
     # opened first is the one shown after signing in; no page runs and nothing is read before the gate.
     navigation = st.navigation(
@@ -69,7 +70,7 @@ def main() -> None:
         position="sidebar" if signed_in else "hidden",
     )
     if not signed_in:
-        auth.sign_in_form(settings.password)
+        auth.sign_in_form(settings.password, users)
         st.stop()
     problem = database_problem(settings.services.database_url)
     if problem is not None:

@@ -1,8 +1,11 @@
-"""The optional password gate: with LINEGUARD_DASHBOARD_PASSWORD set, a session sees no page until it gives it.
+"""The optional sign-in gate: with named users (dashboard.users) or one shared password
+(LINEGUARD_DASHBOARD_PASSWORD) configured, a session sees no page until it signs in.
 
-Wrong passwords slow guessing down twice over (see docs/design.md, "Security boundaries"): each
-session waits longer after each wrong password in a row, and one server-wide tally, which a new
-session does not reset, makes every session wait once wrong passwords pile up anywhere.
+With named users, a session signs in as one of them, and its reviews are signed with that name;
+the shared password then opens nothing. Wrong passwords slow guessing down twice over (see
+docs/design.md, "Security boundaries"): each session waits longer after each wrong password in a
+row, and each client (by its address, over all its sessions, which a new session does not reset)
+waits once its wrong passwords pile up; one guesser slows no other client.
 """
 
 from __future__ import annotations
@@ -12,18 +15,23 @@ import hmac
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import streamlit as st
 from pydantic import SecretStr
 
+from dashboard.users import authenticate
+
 # Session-state keys.
 SIGNED_IN_KEY = "lineguard_signed_in"
+USER_KEY = "lineguard_user"
 SESSION_FAILURES_KEY = "lineguard_sign_in_failures"
 SESSION_NEXT_ATTEMPT_KEY = "lineguard_sign_in_next_attempt"
-#: Server-wide wrong passwords are forgotten after this many seconds without one.
-SERVER_QUIET_RESET_S = 15 * 60.0
+#: A client's wrong passwords are forgotten after this many seconds without one.
+CLIENT_QUIET_RESET_S = 15 * 60.0
+#: Clients whose wrong passwords are remembered at once; beyond it the quiet ones are forgotten first.
+MAX_CLIENTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -45,42 +53,62 @@ class Backoff:
 
 #: Per session, over its wrong passwords in a row: 0, 1, 2, 4 ... 60 s.
 SESSION_BACKOFF = Backoff(free=1, first_s=1.0, cap_s=60.0)
-#: Per server, over the wrong passwords of all sessions: 0, 0, 0, 1, 2, 4 ... 30 s. Lower than the
-#: session's cap because it slows the legitimate users down too.
-SERVER_BACKOFF = Backoff(free=3, first_s=1.0, cap_s=30.0)
+#: Per client address, over the wrong passwords of all its sessions: 0, 0, 0, 1, 2, 4 ... 60 s.
+CLIENT_BACKOFF = Backoff(free=3, first_s=1.0, cap_s=60.0)
 
 
-class ServerThrottle:
-    """The wrong passwords of every session of this server process, and when the next attempt may be checked."""
+@dataclass
+class _Tally:
+    failures: int = 0
+    last_failure_at: float = -math.inf
+    next_attempt_at: float = -math.inf
+
+
+class ClientThrottle:
+    """The wrong passwords of each client of this server process, and when its next attempt may be checked."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         #: Seconds of a monotonic clock; sessions keep their own waits on the same clock.
         self.clock = clock
         self._lock = threading.Lock()  # sessions run in threads of their own
-        self._failures = 0
-        self._last_failure_at = -math.inf
-        self._next_attempt_at = -math.inf
+        self._tallies: dict[str, _Tally] = {}
 
-    def wait_s(self) -> float:
-        """Seconds until an attempt of any session may be checked (0: now)."""
+    def wait_s(self, client: str) -> float:
+        """Seconds until an attempt of `client` may be checked (0: now)."""
         with self._lock:
-            return max(0.0, self._next_attempt_at - self.clock())
+            tally = self._tallies.get(client)
+            return 0.0 if tally is None else max(0.0, tally.next_attempt_at - self.clock())
 
-    def record_failure(self) -> None:
-        """Count a wrong password of any session and push back the next attempt."""
+    def record_failure(self, client: str) -> None:
+        """Count a wrong password of `client` and push back its next attempt."""
         with self._lock:
             now = self.clock()
-            if now - self._last_failure_at > SERVER_QUIET_RESET_S:
-                self._failures = 0
-            self._failures += 1
-            self._last_failure_at = now
-            self._next_attempt_at = now + SERVER_BACKOFF.delay_s(self._failures)
+            tally = self._tallies.setdefault(client, _Tally())
+            if now - tally.last_failure_at > CLIENT_QUIET_RESET_S:
+                tally.failures = 0
+            tally.failures += 1
+            tally.last_failure_at = now
+            tally.next_attempt_at = now + CLIENT_BACKOFF.delay_s(tally.failures)
+            if len(self._tallies) > MAX_CLIENTS:
+                self._forget_quietest()
+
+    def _forget_quietest(self) -> None:
+        by_quiet = sorted(self._tallies, key=lambda client: self._tallies[client].last_failure_at)
+        for client in by_quiet[: len(self._tallies) - MAX_CLIENTS]:
+            del self._tallies[client]
 
 
 @st.cache_resource(show_spinner=False)
-def server_throttle() -> ServerThrottle:
+def client_throttle() -> ClientThrottle:
     """The one throttle of this server process, shared by all its sessions."""
-    return ServerThrottle()
+    return ClientThrottle()
+
+
+def client_address() -> str:
+    """The address the session's WebSocket comes from; "local" when Streamlit does not tell (a browser
+    on this machine, or a test's mock)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) and address else "local"
 
 
 def passwords_match(given: str, password: SecretStr) -> bool:
@@ -90,33 +118,52 @@ def passwords_match(given: str, password: SecretStr) -> bool:
     return hmac.compare_digest(given_digest, expected_digest)
 
 
-def signed_in(password: SecretStr | None) -> bool:
-    """True when no password is required or this session gave it. Shows nothing."""
-    return password is None or bool(st.session_state.get(SIGNED_IN_KEY, False))
+def gate_needed(password: SecretStr | None, users: Mapping[str, str]) -> bool:
+    """Whether sessions must sign in: named users or a shared password are configured."""
+    return bool(users) or password is not None
 
 
-def sign_in_form(password: SecretStr) -> None:
-    """The sign-in form; a right password (when no wait is due) signs the session in and reruns the app."""
+def signed_in(password: SecretStr | None, users: Mapping[str, str]) -> bool:
+    """True when no sign-in is required or this session signed in. Shows nothing."""
+    return not gate_needed(password, users) or bool(st.session_state.get(SIGNED_IN_KEY, False))
+
+
+def signed_in_user() -> str | None:
+    """The named user this session signed in as; None without named users."""
+    return st.session_state.get(USER_KEY)
+
+
+def sign_in_form(password: SecretStr | None, users: Mapping[str, str]) -> None:
+    """The sign-in form (a user name too, with named users); right credentials (when no wait is due)
+    sign the session in and rerun the app."""
     st.title("lineguard")
     with st.form("sign_in"):
+        name = st.text_input("User", key="sign_in_user") if users else None
         given = st.text_input("Password", type="password", key="sign_in_password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if not submitted:
         return
-    throttle = server_throttle()
+    throttle = client_throttle()
+    client = client_address()
     now = throttle.clock()
-    wait_s = max(throttle.wait_s(), st.session_state.get(SESSION_NEXT_ATTEMPT_KEY, -math.inf) - now)
+    wait_s = max(throttle.wait_s(client), st.session_state.get(SESSION_NEXT_ATTEMPT_KEY, -math.inf) - now)
     if wait_s > 0:
         # Neither checked nor counted: waiting out the delay is the only way on.
         st.error(f"Too many wrong passwords: try again in {math.ceil(wait_s)} s.")
         return
-    if passwords_match(given, password):
+    if users:
+        user = authenticate(users, (name or "").strip(), given)
+        accepted = user is not None
+    else:
+        user, accepted = None, password is not None and passwords_match(given, password)
+    if accepted:
         st.session_state[SIGNED_IN_KEY] = True
+        st.session_state[USER_KEY] = user
         st.session_state.pop(SESSION_FAILURES_KEY, None)
         st.session_state.pop(SESSION_NEXT_ATTEMPT_KEY, None)
         st.rerun()
     failures = st.session_state.get(SESSION_FAILURES_KEY, 0) + 1
     st.session_state[SESSION_FAILURES_KEY] = failures
     st.session_state[SESSION_NEXT_ATTEMPT_KEY] = now + SESSION_BACKOFF.delay_s(failures)
-    throttle.record_failure()
-    st.error("Wrong password.")
+    throttle.record_failure(client)
+    st.error("Wrong user or password." if users else "Wrong password.")

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from dashboard.errors import SettingsError
+from dashboard.users import load_users
 from lineguard.settings import ENVIRONMENT_VARIABLES as LINE_ENVIRONMENT_VARIABLES
 from lineguard.settings import Settings as LineSettings
 
 #: Dashboard setting name -> environment variable it is read from.
 ENVIRONMENT_VARIABLES: dict[str, str] = {
     "password": "LINEGUARD_DASHBOARD_PASSWORD",
+    "users": "LINEGUARD_DASHBOARD_USERS",
+    "users_file": "LINEGUARD_DASHBOARD_USERS_FILE",
     "alarm_rate": "LINEGUARD_ALARM_RATE",
     "alarm_min_frames": "LINEGUARD_ALARM_MIN_FRAMES",
     "refresh_s": "LINEGUARD_DASHBOARD_REFRESH_S",
@@ -34,8 +38,12 @@ class DashboardSettings(BaseModel):
         default_factory=LineSettings, description="Redis, database, artifact storage and queue of the line"
     )
     password: SecretStr | None = Field(
-        None, description="when set, every browser session must give it before seeing any page"
+        None, description="when set (and no named users are), every browser session must give it before seeing any page"
     )
+    users: SecretStr | None = Field(
+        None, description="named users as 'name:scrypt$...' entries, separated by commas or whitespace (see dashboard.users)"
+    )
+    users_file: Path | None = Field(None, description="a file of named users, one 'name:scrypt$...' entry a line")
     alarm_rate: float = Field(
         0.05, gt=0.0, le=1.0, description="defect rate (defects per scored frame) at which a line or camera stands out"
     )
@@ -44,8 +52,13 @@ class DashboardSettings(BaseModel):
     )
     refresh_s: float = Field(5.0, ge=1.0, le=3600.0, description="seconds between refreshes of the live figures")
     reviewer: str = Field(
-        "", max_length=128, description="name prefilled as the reviewer; reviews need a name before they are saved"
+        "", max_length=128,
+        description="name prefilled as the reviewer without named users; reviews need a name before they are saved",
     )
+
+    def user_hashes(self) -> dict[str, str]:
+        """The named users and their password hashes (none configured: empty); SettingsError for a bad entry."""
+        return load_users(self.users_file, None if self.users is None else self.users.get_secret_value())
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> DashboardSettings:

@@ -10,19 +10,23 @@ Saving reviews clears the cached review results so the saved parts leave the que
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import streamlit as st
 from PIL import Image, UnidentifiedImageError
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from dashboard import queries
 from dashboard.health import QueueHealth, queue_health
 from dashboard.windows import Window
+from wire.training_jobs import TrainingJob, TrainingRequest, queue_training, training_jobs
 from store.alarms import AlarmInfo, open_alarms
 from store import (
+    ActivationInfo,
     ArtifactError,
     ArtifactStore,
     InspectionFilter,
@@ -33,6 +37,8 @@ from store import (
     OutboxDepth,
     RateBucket,
     StoredInspection,
+    activate_model,
+    activation_history,
     count_review_queue,
     defect_rate_series,
     inspection_detail,
@@ -44,6 +50,7 @@ from store import (
     outbox_depth,
     review_precision,
     review_queue,
+    rollback_model,
     save_review,
 )
 
@@ -195,6 +202,45 @@ def save_reviews(database_url: str, inspection_ids: Iterable[int], verdict: str,
         for cached in (queue_page, queue_size, precision):
             cached.clear()
     return saved
+
+
+@st.cache_data(ttl=REFERENCE_TTL_S, show_spinner=False)
+def activations(database_url: str, line: str) -> list[ActivationInfo]:
+    """Every change of ``line``'s model, newest first."""
+    return activation_history(engine(database_url), line)
+
+
+def change_line_model(database_url: str, line: str, version: str | None, by: str, reason: str | None) -> ActivationInfo:
+    """Make ``version`` ``line``'s model (None: roll back its latest change), recorded as ``by``'s
+    action; the cached models and histories are cleared so every page shows the change at once."""
+    try:
+        if version is None:
+            return rollback_model(engine(database_url), line, by=by, reason=reason)
+        return activate_model(engine(database_url), line, version, by=by, reason=reason)
+    finally:
+        for cached in (line_models, activations):
+            cached.clear()
+
+
+def queue_retraining(redis_url: str, line: str, by: str) -> str:
+    """Queue a retraining of ``line`` for `lineguard worker --train`; returns the job's id."""
+    return queue_training(redis_client(redis_url), TrainingRequest(line=line, requested_by=by))
+
+
+def retrainings(redis_url: str, line: str) -> list[TrainingJob] | None:
+    """The latest training jobs of ``line``, newest first; None when Redis does not answer."""
+    try:
+        return training_jobs(redis_client(redis_url), line, limit=5)
+    except RedisError:
+        return None
+
+
+def artifact_json(artifacts_url: str, key: str) -> dict | None:
+    """The JSON document stored under ``key`` (a comparison), or None when there is none or it is unreadable."""
+    try:
+        return json.loads(artifact_store(artifacts_url).get(key))
+    except (ArtifactError, ValueError):
+        return None
 
 
 def artifact_image(artifacts_url: str, key: str, max_side: int | None) -> bytes | None:

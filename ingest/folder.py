@@ -26,6 +26,7 @@ from typing import Literal
 from sqlalchemy import Engine
 from tqdm import tqdm
 
+from ingest.cycle import SourceRun
 from ingest.errors import FileSkippedError, SourceUnavailableError
 from ingest.file_checks import (
     DEFAULT_MAX_FILE_BYTES,
@@ -37,17 +38,15 @@ from ingest.file_checks import (
     read_checked,
 )
 from ingest.frames import Frame, check_stream_name, new_frame_id
-from ingest.ledgers import FolderLedger, Waiters
+from ingest.ledgers import FolderLedger
 from ingest.publisher import Publisher
-from store.db import is_database_outage
 from store.records import (
     SKIPPED_FILE_KIND_PREFIX,
     UnsettledClaim,
     claim_ingested_file,
-    record_source_event,
     record_source_events,
 )
-from wire.connections import OutageWaiter, is_redis_outage
+from wire.connections import OutageWaiter
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +71,8 @@ class FolderStats:
     """Files not taken, by reason (see ingest.file_checks.SKIP_REASONS); each counted once per run."""
     republished: int = 0
     """Claimed files whose frames were lost, published again under their frame ids."""
+    unsent: int = 0
+    """Files claimed but not sent when a stop came at a full queue; the next run publishes them."""
 
     def summary(self) -> str:
         """One line for the CLI."""
@@ -79,6 +80,7 @@ class FolderStats:
         return (
             f"{self.published} published, {self.already_ingested} already ingested, {self.vanished} vanished, "
             f"{self.skipped.total()} skipped{f' ({reasons})' if reasons else ''}, {self.republished} published again"
+            + (f", {self.unsent} left for the next run (stopped at a full queue)" if self.unsent else "")
         )
 
 
@@ -118,6 +120,24 @@ class _StabilityTracker:
             return None
         earliest = min(since for _, since in self._first_seen.values())
         return max(0.0, earliest + self._stable_seconds - now)
+
+
+def _version(state: CheckedFile) -> tuple[Path, int, float]:
+    """What tells one version of a file from another: a file rewritten at its path is taken again."""
+    return state.path, state.size, state.mtime
+
+
+@dataclass
+class _Scan:
+    """What a run remembers of the files it looked at."""
+
+    tracker: _StabilityTracker
+    handled: set[tuple[Path, int, float]] = field(default_factory=set)
+    """Versions of files taken (or found claimed) in this run."""
+    refused: set[CheckedFile] = field(default_factory=set)
+    """Files refused when opened or read; tried again only once they change."""
+    reported: set[tuple[Path, str]] = field(default_factory=set)
+    """Skipped files already counted and recorded in this run, so a watch records each once."""
 
 
 class FolderSource:
@@ -179,7 +199,7 @@ class FolderSource:
         self._poll_interval_s = poll_interval_s
         self._reconcile_interval_s = reconcile_interval_s
         self._max_file_bytes = max_file_bytes
-        self._database: OutageWaiter | None = None
+        self._run: SourceRun | None = None
 
     def run(
         self,
@@ -192,62 +212,57 @@ class FolderSource:
         """Publish the folder's files (oldest first), then, if `watch`, new ones until `stop_event`.
 
         Without `watch`, returns once every file present has been taken (files still being
-        written are waited for). Flushes `publisher` before returning.
+        written are waited for). Flushes `publisher` before returning; a stop while the queue is
+        full leaves the unsent files claimed and unsettled, for the next run to publish.
         """
-        stop = stop_event if stop_event is not None else threading.Event()
-        stats = FolderStats()
-        tracker = _StabilityTracker(self._stable_seconds)
-        handled: set[Path] = set()
-        # Files refused when opened or read are tried again only once they change.
-        refused: set[CheckedFile] = set()
-        # Skipped files already counted and recorded in this run, so a watch records each once.
-        reported: set[tuple[Path, str]] = set()
-        waiters = Waiters(
-            redis=OutageWaiter("Redis", is_redis_outage, should_stop=stop.is_set),
-            database=OutageWaiter("the database", is_database_outage, should_stop=stop.is_set),
+        run = SourceRun(
+            self._engine, self.line, self.camera, self.source, stop_event=stop_event, reconcile_interval_s=self._reconcile_interval_s
         )
-        self._database = waiters.database
-        ledger = FolderLedger(self._engine, self.source_key, waiters)
-        mode = "backfill and watch" if watch else "backfill"
-        self._record("started", f"{mode} of {self.directory}")
-        try:
-            with publisher.keeping(ledger), tqdm(desc=f"{self.line}/{self.camera}", unit="file", disable=not progress) as bar:
-                self._republish_lost(ledger, publisher, stats)
-                reconciled_at = time.monotonic()
-                while not stop.is_set():
-                    found, skipped = self._list_files()
-                    listing = [state for state in found if state.path not in handled and state not in refused]
-                    bar.total = len(handled) + len(listing)
-                    bar.refresh()
-                    stable = tracker.take_stable(listing, time.monotonic())
-                    for state in sorted(stable, key=lambda state: (state.mtime, state.path.name)):
-                        if stop.is_set():
-                            break
-                        outcome = self._ingest_file(state, publisher, stats, skipped)
-                        if outcome == "skipped":
-                            refused.add(state)
-                        elif outcome != "vanished":
-                            handled.add(state.path)
-                            bar.update(1)
-                    self._report_skipped(skipped, reported, stats)
-                    if not watch and tracker.pending == 0:
-                        break
-                    if time.monotonic() - reconciled_at >= self._reconcile_interval_s:
-                        self._republish_lost(ledger, publisher, stats)
-                        reconciled_at = time.monotonic()
-                    next_stable = tracker.seconds_until_next_stable(time.monotonic())
-                    wait = self._poll_interval_s if next_stable is None else min(self._poll_interval_s, next_stable)
-                    publisher.idle(wait, stop)
-                publisher.close()
-                if not stop.is_set():
-                    self._republish_lost(ledger, publisher, stats)
-                    publisher.close()
-        except Exception as error:
-            self._record("error", f"stopped by {type(error).__name__}: {error}")
-            raise
-        self._record("stopped", stats.summary())
-        logger.info("%s: %s", self.source, stats.summary())
+        self._run = run
+        stats = FolderStats()
+        scan = _Scan(_StabilityTracker(self._stable_seconds))
+        ledger = FolderLedger(self._engine, self.source_key, run.waiters)
+        with (
+            run.running(
+                publisher,
+                ledger,
+                reconcile=lambda: self._republish_lost(ledger, publisher, stats),
+                started=f"{'backfill and watch' if watch else 'backfill'} of {self.directory}",
+                summary=stats.summary,
+                on_unsent=lambda frames: setattr(stats, "unsent", stats.unsent + len(frames)),
+            ),
+            tqdm(desc=f"{self.line}/{self.camera}", unit="file", disable=not progress) as bar,
+        ):
+            while not run.stopped:
+                self._take_stable_files(scan, publisher, stats, bar)
+                if not watch and scan.tracker.pending == 0:
+                    break
+                run.reconcile_if_due()
+                publisher.idle(self._next_look_s(scan.tracker), run.stop)
         return stats
+
+    def _take_stable_files(self, scan: _Scan, publisher: Publisher, stats: FolderStats, bar: tqdm) -> None:
+        """One look at the folder: claim, read and publish each file that is newly stable (oldest first)."""
+        found, skipped = self._list_files()
+        listing = [state for state in found if _version(state) not in scan.handled and state not in scan.refused]
+        bar.total = len(scan.handled) + len(listing)
+        bar.refresh()
+        stable = scan.tracker.take_stable(listing, time.monotonic())
+        for state in sorted(stable, key=lambda state: (state.mtime, state.path.name)):
+            if self._current_run().stopped:
+                break
+            outcome = self._ingest_file(state, publisher, stats, skipped)
+            if outcome == "skipped":
+                scan.refused.add(state)
+            elif outcome != "vanished":
+                scan.handled.add(_version(state))
+                bar.update(1)
+        self._report_skipped(skipped, scan.reported, stats)
+
+    def _next_look_s(self, tracker: _StabilityTracker) -> float:
+        """Seconds until the folder is looked at again: a poll interval, or less when a file is due to be stable."""
+        next_stable = tracker.seconds_until_next_stable(time.monotonic())
+        return self._poll_interval_s if next_stable is None else min(self._poll_interval_s, next_stable)
 
     def _republish_lost(self, ledger: FolderLedger, publisher: Publisher, stats: FolderStats) -> None:
         """One reconciliation pass: publish again, under their frame ids, the claimed files whose
@@ -268,7 +283,10 @@ class FolderSource:
         read (checked as a new file is: whatever took its place may be a FIFO, a link or too large)."""
         path = Path(claim.path)
         try:
-            data = read_checked(check_file(path, self.directory, self._extensions, self._max_file_bytes), self._max_file_bytes)
+            checked = check_file(path, self.directory, self._extensions, self._max_file_bytes)
+            if checked.mtime != claim.mtime:
+                return False  # rewritten since: the new version is claimed as a file of its own
+            data = read_checked(checked, self._max_file_bytes)
         except (FileSkippedError, OSError):
             return False
         publisher.publish(self._frame(claim.frame_id, path, claim.mtime, data))
@@ -378,13 +396,15 @@ class FolderSource:
                 f"recording {len(new)} skipped files",
             )
 
+    def _current_run(self) -> SourceRun:
+        if self._run is None:
+            raise RuntimeError("FolderSource: claims and source events belong to a run; call run()")
+        return self._run
+
     def _waiter(self) -> OutageWaiter:
-        """The database's outage waiter of the running run (a plain one outside a run)."""
-        return self._database or OutageWaiter("the database", is_database_outage)
+        """The database's outage waiter of the running run."""
+        return self._current_run().waiters.database
 
     def _record(self, kind: str, message: str) -> None:
         """Record a source event of this folder in the store (waiting for the database if it is away)."""
-        self._waiter().call(
-            lambda: record_source_event(self._engine, self.line, self.camera, self.source, kind, message),
-            f"recording a source event ({kind})",
-        )
+        self._current_run().record(kind, message)

@@ -7,6 +7,8 @@ when a batch goes and what happens at a full queue:
 - the frame keys, the published counters and the job are written in one Redis transaction, so a
   worker never sees a job whose frames are not there yet;
 - a Redis outage is waited out with the batch kept (`wire.connections.OutageWaiter`);
+- a stop (the publisher's `should_stop`, or the stop event of the run it keeps a ledger for) ends a
+  wait for room within `BLOCK_POLL_S` with PublishInterrupted, the unsent frames kept for the source;
 - a source's ledger (`BatchLedger`) hears of each batch just before it is sent and of each batch
   dropped, so what was sent is known to the store whatever Redis forgets.
 """
@@ -25,7 +27,7 @@ from typing import Literal, Protocol, get_args
 from redis import Redis
 from rq import Queue
 
-from ingest.errors import QueueFullError
+from ingest.errors import PublishInterrupted, QueueFullError
 from ingest.frames import Frame
 from wire.connections import OutageWaiter, is_redis_outage
 from wire.protocol import (
@@ -34,7 +36,7 @@ from wire.protocol import (
     PUBLISHED_KEY,
     SCORE_FRAMES_FUNCTION,
     FrameEntry,
-    encode_payload,
+    enqueue_scoring_job,
     frame_key,
     make_queue,
     stream_field,
@@ -107,8 +109,8 @@ class Publisher:
             job_timeout_s: rq's limit on one job's run time.
             result_ttl_s: how long rq keeps a finished job (0: delete at once).
             failure_ttl_s: how long rq keeps a failed job for inspection.
-            should_stop: polled while Redis is away; when true, the wait ends in OutageInterrupted
-                (the unsent frames stay buffered).
+            should_stop: polled while Redis is away (the wait ends in OutageInterrupted) and while
+                the queue is full (PublishInterrupted); the unsent frames stay buffered.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -130,8 +132,10 @@ class Publisher:
         self._policy = policy
         self._block_timeout_s = block_timeout_s
         self._frame_ttl_s = frame_ttl_s
-        self._redis_waiter = OutageWaiter("Redis", is_redis_outage, should_stop=should_stop)
+        self._should_stop = should_stop
+        self._redis_waiter = OutageWaiter("Redis", is_redis_outage, should_stop=self._stopping)
         self._ledger: BatchLedger | None = None
+        self._run_stop: threading.Event | None = None
         self._job_timeout_s = job_timeout_s
         self._result_ttl_s = result_ttl_s
         self._failure_ttl_s = failure_ttl_s
@@ -164,13 +168,23 @@ class Publisher:
         return {frame.frame_id for frame in self._buffer}
 
     @contextmanager
-    def keeping(self, ledger: BatchLedger) -> Iterator[None]:
-        """Tell `ledger` about every batch sent or dropped while the block runs."""
-        self._ledger = ledger
+    def keeping(self, ledger: BatchLedger, stop_event: threading.Event | None = None) -> Iterator[None]:
+        """Tell `ledger` about every batch sent or dropped while the block runs; `stop_event` (the
+        run's) ends waits as `should_stop` does."""
+        self._ledger, self._run_stop = ledger, stop_event
         try:
             yield
         finally:
-            self._ledger = None
+            self._ledger, self._run_stop = None, None
+
+    def take_unsent(self) -> list[Frame]:
+        """Empty the buffer and return what it held: frames a stop left unsent (see PublishInterrupted)."""
+        unsent, self._buffer = self._buffer, []
+        self._oldest_buffered_at = None
+        return unsent
+
+    def _stopping(self) -> bool:
+        return self._should_stop() or (self._run_stop is not None and self._run_stop.is_set())
 
     def publish(self, frame: Frame) -> int:
         """Buffer `frame`; flush the batch if it is full or due. Returns the frames enqueued now."""
@@ -197,7 +211,8 @@ class Publisher:
         """Enqueue everything buffered now, in batches of at most `batch_size`.
 
         Returns the number of frames enqueued (dropped ones are not). Raises QueueFullError when
-        policy "block" waited `block_timeout_s` in vain; the unsent frames stay buffered.
+        policy "block" waited `block_timeout_s` in vain, PublishInterrupted when stopped while
+        waiting; the unsent frames stay buffered.
         """
         enqueued = 0
         while self._buffer:
@@ -208,12 +223,17 @@ class Publisher:
                 self._redis_waiter.call(lambda: self._enqueue(batch), f"sending a batch of {len(batch)} frames")
                 enqueued += len(batch)
             else:
-                self._redis_waiter.call(lambda: self._drop(batch), "counting a dropped batch")
-                if self._ledger is not None:
-                    self._ledger.dropped(batch)
+                self.drop(batch)
             del self._buffer[: len(batch)]
         self._oldest_buffered_at = None
         return enqueued
+
+    def drop(self, frames: Sequence[Frame]) -> None:
+        """Count `frames` as dropped (in Redis, per stream, and on this publisher) and tell the ledger:
+        a full queue's batch under policy "drop", or frames a stop left unsent that cannot be read again."""
+        self._redis_waiter.call(lambda: self._drop(frames), "counting a dropped batch")
+        if self._ledger is not None:
+            self._ledger.dropped(frames)
 
     def idle(self, seconds: float, stop_event: threading.Event) -> bool:
         """Wait up to `seconds` for `stop_event`, flushing the buffered batch when it falls due.
@@ -240,7 +260,8 @@ class Publisher:
         self.close()
 
     def _wait_for_room(self) -> bool:
-        """Return True when the queue has room for a job; False when the batch is to be dropped."""
+        """Return True when the queue has room for a job; False when the batch is to be dropped.
+        Raises PublishInterrupted when a stop is asked for while it waits."""
         if self._queue.count < self._max_queued_jobs:
             return True
         if self._policy == "drop":
@@ -253,6 +274,10 @@ class Publisher:
                 raise QueueFullError(
                     f"queue {self._queue.name!r} stayed full ({self._max_queued_jobs} jobs) "
                     f"for {waited:.1f} s (block_timeout_s={self._block_timeout_s})"
+                )
+            if self._stopping():
+                raise PublishInterrupted(
+                    f"stopped while queue {self._queue.name!r} was full; {len(self._buffer)} frames not sent"
                 )
             time.sleep(BLOCK_POLL_S)
         logger.info("queue %r has room again after %.1f s", self._queue.name, time.monotonic() - started)
@@ -285,20 +310,20 @@ class Publisher:
                 pipe.set(entry.key, frame.data, ex=self._frame_ttl_s)
             for stream, count in streams.items():
                 pipe.hincrby(PUBLISHED_KEY, stream, count)
-            self._queue.enqueue(
-                SCORE_FRAMES_FUNCTION,
-                encode_payload(entries),
-                job_timeout=self._job_timeout_s,
-                result_ttl=self._result_ttl_s,
-                failure_ttl=self._failure_ttl_s,
+            enqueue_scoring_job(
+                self._queue,
+                entries,
+                pipeline=pipe,
+                job_timeout_s=self._job_timeout_s,
+                result_ttl_s=self._result_ttl_s,
+                failure_ttl_s=self._failure_ttl_s,
                 # rq's default description repeats the whole payload; a summary is enough.
                 description=f"{SCORE_FRAMES_FUNCTION}: {len(batch)} frames from {', '.join(sorted(streams))}",
-                pipeline=pipe,
             )
             pipe.execute()
         self.published += len(batch)
 
-    def _drop(self, batch: list[Frame]) -> None:
+    def _drop(self, batch: Sequence[Frame]) -> None:
         """Count a dropped batch in Redis and on this publisher; warn at most every few seconds."""
         with self._redis.pipeline(transaction=True) as pipe:
             for stream, count in _stream_counts(batch).items():

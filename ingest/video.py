@@ -1,8 +1,11 @@
 """Video source: a video file, a camera or a network stream, as frames at a capped rate.
 
 Frames are grabbed from OpenCV and only those kept by the rate cap are decoded and encoded (JPEG,
-once). A live source that drops is reopened with exponential backoff; a file's end is the normal
-end of the run (or, with `loop`, the start of the next pass).
+once). A source that cannot be opened at the start fails at once with its reason (unless told to
+wait). A live source that drops, or gives no frame for the stall timeout (frozen), is reported and
+opened anew with exponential backoff up to a short cap, so it is read again within about a second of
+its return; see ingest.camera for how stale buffered frames are kept out. A file's end is the
+normal end of the run (or, with `loop`, the start of the next pass).
 
 Frames cannot be read again, so each gets the camera's next sequence number and is written to the
 stream ledger just before it is sent (see ingest.ledgers); a reconciliation pass at the start and
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,21 +29,33 @@ import cv2
 from sqlalchemy import Engine
 from tqdm import tqdm
 
+from ingest.cycle import SourceRun
+from ingest.camera import open_capture, why_unavailable
 from ingest.errors import IngestError, SourceUnavailableError
 from ingest.frames import Frame, check_stream_name, new_frame_id
-from ingest.ledgers import StreamLedger, Waiters
+from ingest.ledgers import StreamLedger
 from ingest.publisher import Publisher
-from store.db import is_database_outage
-from store.records import next_stream_sequence, record_source_event
-from wire.connections import OutageWaiter, is_redis_outage
+from store.records import next_stream_sequence
 
 logger = logging.getLogger(__name__)
 
 JPEG_QUALITY = 95
 """Quality of the one JPEG encoding a video frame goes through (high: the model sees it)."""
 
+DEFAULT_STALL_TIMEOUT_S = 5.0
+"""Seconds without a frame after which a live source counts as frozen and is opened anew."""
+
+DEFAULT_RECONNECT_INITIAL_S = 0.25
+"""First wait before reopening a live source that dropped (doubling up to the cap)."""
+
+DEFAULT_RECONNECT_MAX_S = 1.0
+"""Longest wait between reopening attempts: a camera that is back is read again within about this."""
+
 STREAM_TIMEOUT_MS = 10_000
-"""OpenCV's open and read timeout for files and network streams; a stalled stream counts as dropped."""
+"""OpenCV's open and read timeout for video files."""
+
+BLOCKED_AFTER_S = 0.2
+"""A publish that takes longer than this held a live source up: its frames meanwhile are counted missed."""
 
 RATE_TOLERANCE_S = 1e-3
 """Slack in the rate cap, so a frame whose timestamp rounds just below its due time is kept."""
@@ -64,13 +80,18 @@ class VideoStats:
     """Times a dropped or unopened source was opened again."""
     lost: int = 0
     """Frames sent (by this run or an earlier one) that neither Redis nor the store has any more."""
+    missed: int = 0
+    """Frames a live source produced while publishing blocked, never grabbed (estimated)."""
+    unsent: int = 0
+    """Frames read but not sent when a stop came at a full queue (counted as dropped)."""
 
     def summary(self) -> str:
         """One line for the CLI."""
         return (
             f"{self.frames_read} frames read, {self.published} published, "
             f"{self.skipped_by_fps_cap} skipped by the fps cap, {self.undecodable} undecodable, "
-            f"{self.reconnects} reconnects, {self.lost} lost in the queue"
+            f"{self.reconnects} reconnects, {self.lost} lost in the queue, "
+            f"{self.missed} missed while publishing blocked, {self.unsent} unsent at a stop"
         )
 
 
@@ -123,11 +144,13 @@ class VideoSource:
         *,
         engine: Engine,
         fps_cap: float | None = None,
-        reconnect_initial_s: float = 1.0,
-        reconnect_max_s: float = 30.0,
+        reconnect_initial_s: float = DEFAULT_RECONNECT_INITIAL_S,
+        reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S,
         max_reconnects: int | None = None,
         loop: bool = False,
         reconcile_interval_s: float = 10.0,
+        stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+        wait: bool = False,
     ) -> None:
         """Describe the source; nothing is opened until `run`.
 
@@ -144,6 +167,10 @@ class VideoSource:
             max_reconnects: give up after this many failed attempts in a row; None never does.
             loop: for a file, start again at its end instead of stopping.
             reconcile_interval_s: time between reconciliation passes of the stream ledger.
+            stall_timeout_s: a live source that gives no frame for this long is frozen: reported,
+                and opened anew (nothing it buffered before is published later).
+            wait: a source that cannot be opened at the start is waited for; without it, the run
+                fails at once with the reason (SourceUnavailableError).
         """
         self._target, self.kind = _parse_target(source)
         if fps_cap is not None and fps_cap <= 0:
@@ -154,6 +181,8 @@ class VideoSource:
             )
         if max_reconnects is not None and max_reconnects < 0:
             raise ValueError(f"max_reconnects must be >= 0 or None, got {max_reconnects}")
+        if stall_timeout_s <= 0:
+            raise ValueError(f"stall_timeout_s must be > 0, got {stall_timeout_s}")
         if reconcile_interval_s <= 0:
             raise ValueError(f"reconcile_interval_s must be > 0, got {reconcile_interval_s}")
         if loop and self.kind != "file":
@@ -169,8 +198,12 @@ class VideoSource:
         self._max_reconnects = max_reconnects
         self._loop = loop
         self._reconcile_interval_s = reconcile_interval_s
-        self._database: OutageWaiter | None = None
+        self._run: SourceRun | None = None
+        self._stall_timeout_s = stall_timeout_s
+        self._wait = wait
+        self._down_at: float | None = None  # monotonic time frames stopped, while the source is down
         self._sequence = 0
+        self._nominal_fps: float | None = None
 
     def run(
         self,
@@ -182,65 +215,75 @@ class VideoSource:
         """Publish frames until the file ends (unless looping), `stop_event` is set, or a live
         source cannot be reopened within `max_reconnects` (SourceUnavailableError).
 
-        Flushes `publisher` before returning.
+        Flushes `publisher` before returning; frames a stop leaves unsent at a full queue are
+        counted as dropped (a camera cannot give them again).
         """
-        stop = stop_event if stop_event is not None else threading.Event()
-        stats = VideoStats()
-        waiters = Waiters(
-            redis=OutageWaiter("Redis", is_redis_outage, should_stop=stop.is_set),
-            database=OutageWaiter("the database", is_database_outage, should_stop=stop.is_set),
+        run = SourceRun(
+            self._engine, self.line, self.camera, self.source, stop_event=stop_event, reconcile_interval_s=self._reconcile_interval_s
         )
-        self._database = waiters.database
-        ledger = StreamLedger(self._engine, self.line, self.camera, self.source, waiters)
-        self._record("started", f"{self.kind} source, fps cap {self._fps_cap or 'none'}")
+        self._run = run
+        stats = VideoStats()
+        ledger = StreamLedger(self._engine, self.line, self.camera, self.source, run.waiters)
         capture: cv2.VideoCapture | None = None
         try:
-            with publisher.keeping(ledger):
-                self._count_lost(ledger, publisher, stats)
-                reconciled_at = time.monotonic()
-                self._sequence = waiters.database.call(
+            with run.running(
+                publisher,
+                ledger,
+                reconcile=lambda: self._count_lost(ledger, publisher, stats),
+                started=f"{self.kind} source, fps cap {self._fps_cap or 'none'}",
+                summary=stats.summary,
+                on_unsent=lambda frames: self._count_unsent(frames, publisher, stats),
+            ):
+                self._sequence = run.waiters.database.call(
                     lambda: next_stream_sequence(self._engine, self.line, self.camera), "reading the camera's sequence"
                 )
                 capture = self._open()
                 if capture is None:
-                    self._record("disconnected", "could not open the source")
-                    capture = self._reopen(publisher, stop, stats)
-                is_counted = capture is not None and self.kind == "file"
-                total = (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None) if is_counted else None
-                with tqdm(desc=f"{self.line}/{self.camera}", total=total, unit="frame", disable=not progress) as bar:
-                    rate = _RateCap(self._fps_cap)
-                    position = 0
-                    while capture is not None and not stop.is_set():
-                        if time.monotonic() - reconciled_at >= self._reconcile_interval_s:
-                            self._count_lost(ledger, publisher, stats)
-                            reconciled_at = time.monotonic()
-                        if not capture.grab():
-                            capture.release()
-                            capture = self._after_read_failure(publisher, stop, stats, frames_in_pass=position)
-                            rate, position = _RateCap(self._fps_cap), 0
-                            continue
-                        captured_at = datetime.now(timezone.utc)
-                        frame_position = position
-                        position += 1
-                        stats.frames_read += 1
-                        bar.update(1)
-                        if not rate.keep(self._timestamp(capture)):
-                            stats.skipped_by_fps_cap += 1
-                            publisher.poll()
-                            continue
-                        self._publish(capture, publisher, stats, captured_at, frame_position)
-                publisher.close()
-                if not stop.is_set():
-                    self._count_lost(ledger, publisher, stats)
-        except Exception as error:
-            self._record("error", f"stopped by {type(error).__name__}: {error}")
-            raise
+                    reason = why_unavailable(self._target)
+                    if not self._wait:
+                        raise SourceUnavailableError(f"{self.source} cannot be opened: {reason} (--wait waits for it)")
+                    self._record("disconnected", f"could not open the source: {reason}; waiting for it")
+                    capture = self._reopen(publisher, run.stop, stats)
+                else:
+                    self._record("connected", "streaming" if self.kind != "file" else "reading")
+                capture = self._read_frames(capture, publisher, stats, progress)
         finally:
             if capture is not None:
                 capture.release()
-        self._record("stopped", stats.summary())
-        logger.info("%s: %s", self.source, stats.summary())
         return stats
+
+    def _read_frames(
+        self, capture: cv2.VideoCapture | None, publisher: Publisher, stats: VideoStats, progress: bool
+    ) -> cv2.VideoCapture | None:
+        """Grab, read and publish frames until the source ends or the run stops; returns the capture still open."""
+        run = self._current_run()
+        is_counted = capture is not None and self.kind == "file"
+        total = (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None) if is_counted else None
+        with tqdm(desc=f"{self.line}/{self.camera}", total=total, unit="frame", disable=not progress) as bar:
+            rate = _RateCap(self._fps_cap)
+            position = 0
+            while capture is not None and not run.stopped:
+                run.reconcile_if_due()
+                asked = time.monotonic()
+                if not capture.grab():
+                    capture.release()
+                    waited_s = time.monotonic() - asked
+                    capture = self._after_read_failure(publisher, run.stop, stats, position, waited_s)
+                    rate, position = _RateCap(self._fps_cap), 0
+                    continue
+                captured_at = datetime.now(timezone.utc)
+                if self._down_at is not None:
+                    self._frames_again(stats)
+                frame_position = position
+                position += 1
+                stats.frames_read += 1
+                bar.update(1)
+                if not rate.keep(self._timestamp(capture)):
+                    stats.skipped_by_fps_cap += 1
+                    publisher.poll()
+                    continue
+                self._publish(capture, publisher, stats, captured_at, frame_position)
+        return capture
 
     def _count_lost(self, ledger: StreamLedger, publisher: Publisher, stats: VideoStats) -> None:
         """One reconciliation pass of the camera's ledger; lost frames are logged and recorded."""
@@ -250,34 +293,64 @@ class VideoSource:
             logger.warning("%s: %d sent frames were lost in the queue (neither in Redis nor in the store)", self.source, lost)
             self._record("lost", f"{lost} sent frames were lost in the queue (neither in Redis nor in the store); counted per camera")
 
+    def _count_unsent(self, frames: Sequence[Frame], publisher: Publisher, stats: VideoStats) -> None:
+        """Frames a stop left unsent at a full queue: dropped, and counted as such."""
+        if frames:
+            publisher.drop(frames)
+            stats.unsent += len(frames)
+            self._record("dropped", f"{len(frames)} frames not sent: stopped while the queue was full")
+
+    def _missed_while_blocked(self, blocked_s: float, stats: VideoStats) -> None:
+        """Count the frames a live camera went on producing while publishing blocked (a full queue under
+        "block", an outage): estimated from the time blocked and the rate kept, as nobody grabbed them."""
+        if self.kind == "file" or blocked_s <= BLOCKED_AFTER_S:
+            return
+        rate = self._fps_cap or self._nominal_fps
+        missed = int(blocked_s * rate) if rate else 0
+        stats.missed += missed
+        message = f"publishing blocked for {blocked_s:.1f} s: about {missed} frames not grabbed" if rate else (
+            f"publishing blocked for {blocked_s:.1f} s; frames not grabbed meanwhile (the source's rate is unknown)"
+        )
+        logger.warning("%s: %s", self.source, message)
+        self._record("missed", message)
+
     def _open(self) -> cv2.VideoCapture | None:
-        """Open the source; None when OpenCV cannot."""
-        if self.kind == "camera":
-            capture = cv2.VideoCapture(self._target)
-        else:
-            capture = cv2.VideoCapture(
-                self._target,
-                cv2.CAP_ANY,
-                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS],
-            )
-        if capture.isOpened():
-            return capture
-        capture.release()
-        return None
+        """Open the source; None when OpenCV cannot (`ingest.camera.why_unavailable` says why)."""
+        live = self.kind == "stream"
+        capture = open_capture(self._target, live, self._stall_timeout_s if live else STREAM_TIMEOUT_MS / 1000)
+        if capture is not None:
+            self._nominal_fps = capture.get(cv2.CAP_PROP_FPS) or None
+        return capture
 
     def _after_read_failure(
-        self, publisher: Publisher, stop: threading.Event, stats: VideoStats, frames_in_pass: int
+        self, publisher: Publisher, stop: threading.Event, stats: VideoStats, frames_in_pass: int, waited_s: float
     ) -> cv2.VideoCapture | None:
-        """The capture to go on with after a failed read: None at a file's end, the file again
-        when looping, the live source reconnected (None if `stop` is set meanwhile)."""
+        """The capture to go on with after a failed read (that waited `waited_s` for a frame): None
+        at a file's end, the file again when looping, the live source reconnected (None if `stop`
+        is set meanwhile). A live read that ran into the stall timeout is reported as a freeze."""
         if self.kind == "file":
             if not self._loop or frames_in_pass == 0:
                 return None  # the end of the file; one without frames cannot loop
             reopened = self._open()
             return reopened if reopened is not None else self._reopen(publisher, stop, stats)
-        logger.warning("%s: reading failed; reconnecting", self.source)
-        self._record("disconnected", "reading a frame failed")
+        if self._down_at is None:  # told once per outage: a frozen camera reopens and freezes again
+            if waited_s >= 0.9 * self._stall_timeout_s:
+                kind, reason = "stalled", f"no frame for {waited_s:.1f} s (stall timeout {self._stall_timeout_s:g} s): the stream is frozen"
+            else:
+                kind, reason = "disconnected", "the stream ended or its connection dropped"
+            logger.warning("%s: %s; reconnecting", self.source, reason)
+            self._record(kind, reason)
+            self._down_at = time.monotonic() - waited_s
         return self._reopen(publisher, stop, stats)
+
+    def _frames_again(self, stats: VideoStats) -> None:
+        """The first frame after the source was down: the outage is over."""
+        assert self._down_at is not None
+        message = f"frames again after {time.monotonic() - self._down_at:.1f} s without"
+        self._down_at = None
+        stats.reconnects += 1
+        logger.info("%s: %s", self.source, message)
+        self._record("reconnected", message)
 
     def _reopen(self, publisher: Publisher, stop: threading.Event, stats: VideoStats) -> cv2.VideoCapture | None:
         """Reopen the source with exponential backoff; None when `stop` is set meanwhile.
@@ -287,6 +360,8 @@ class VideoSource:
         """
         delay = self._reconnect_initial_s
         attempt = 0
+        if self._down_at is None:
+            self._down_at = time.monotonic()
         while self._max_reconnects is None or attempt < self._max_reconnects:
             # Waiting through the publisher flushes frames read before the drop.
             if publisher.idle(delay, stop):
@@ -294,10 +369,7 @@ class VideoSource:
             attempt += 1
             capture = self._open()
             if capture is not None:
-                stats.reconnects += 1
-                logger.info("%s: reconnected after %d attempts", self.source, attempt)
-                self._record("reconnected", f"reconnected after {attempt} attempts")
-                return capture
+                return capture  # "reconnected" once a frame comes (`_frames_again`): a frozen camera opens too
             delay = min(2 * delay, self._reconnect_max_s)
             message = f"reconnect attempt {attempt} failed; next in {delay:g} s"
             logger.warning("%s: %s", self.source, message)
@@ -324,6 +396,7 @@ class VideoSource:
         encoded_ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not encoded_ok:
             raise IngestError(f"{self.source}: OpenCV could not encode frame {position} of shape {image.shape} as JPEG")
+        asked_at = time.monotonic()
         publisher.publish(
             Frame(
                 frame_id=new_frame_id(),
@@ -338,11 +411,13 @@ class VideoSource:
         )
         self._sequence += 1
         stats.published += 1
+        self._missed_while_blocked(time.monotonic() - asked_at, stats)
+
+    def _current_run(self) -> SourceRun:
+        if self._run is None:
+            raise RuntimeError("VideoSource: frames and source events belong to a run; call run()")
+        return self._run
 
     def _record(self, kind: str, message: str) -> None:
         """Record a source event of this video source in the store (waiting for the database if it is away)."""
-        waiter = self._database or OutageWaiter("the database", is_database_outage)
-        waiter.call(
-            lambda: record_source_event(self._engine, self.line, self.camera, self.source, kind, message),
-            f"recording a source event ({kind})",
-        )
+        self._current_run().record(kind, message)

@@ -1,7 +1,8 @@
 """`lineguard` command line: the thin front door that wires the packages together.
 
 Each group of commands lives in its own module and registers its sub-commands here. Errors that
-a user can act on are printed as one line without a traceback and exit with status 2.
+a user can act on are printed as one line and exit with status 2; with -v their traceback comes
+first, so that a bug raising one of them (a ValueError, say) can still be found.
 """
 
 from __future__ import annotations
@@ -9,15 +10,26 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
-from lineguard import dashboard_command, line_commands, model_commands, relay_command, review_command
+from lineguard import (
+    dashboard_command,
+    jobs_commands,
+    line_commands,
+    model_commands,
+    relay_command,
+    retention_command,
+    review_command,
+)
 
-COMMAND_MODULES = (model_commands, line_commands, dashboard_command, relay_command, review_command)
+COMMAND_MODULES = (
+    model_commands, line_commands, dashboard_command, relay_command, review_command, jobs_commands, retention_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lineguard", description="Streaming visual inspection for production lines.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages; show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(commands)
@@ -52,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except user_errors() as error:
+        if args.verbose:
+            traceback.print_exc()
         print(f"lineguard {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-"""`lineguard dashboard`: serve the Streamlit dashboard (localhost only unless told otherwise)."""
+"""`lineguard dashboard`: serve the Streamlit dashboard (localhost only unless told otherwise);
+`lineguard dashboard-user`: make a named user's entry (see dashboard.users)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,45 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this machine only)"
     )
     dashboard.set_defaults(handler=run_dashboard)
+
+    user = commands.add_parser(
+        "dashboard-user",
+        help="make a named dashboard user's 'name:scrypt$...' entry (asks for the password)",
+        description=(
+            "Print the entry of user NAME with a new password, for LINEGUARD_DASHBOARD_USERS, or write it into the "
+            "users file (LINEGUARD_DASHBOARD_USERS_FILE), replacing the user's earlier entry. Reviews are signed with NAME."
+        ),
+    )
+    user.add_argument("name", metavar="NAME")
+    user.add_argument("--file", type=Path, help="users file to write the entry into (created with mode 600)")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    user.set_defaults(handler=run_dashboard_user)
+
+
+def run_dashboard_user(args: argparse.Namespace) -> int:
+    import getpass
+    import os
+
+    from dashboard.users import check_user_name, hash_password, with_user
+
+    name = check_user_name(args.name)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password of {name}: ")
+        if getpass.getpass("the same again: ") != password:
+            raise ValueError("the two passwords differ; nothing written")
+    entry = hash_password(password)
+    if args.file is None:
+        print(f"{name}:{entry}")
+        return 0
+    text = with_user(args.file, name, entry)
+    temporary = args.file.with_name(args.file.name + ".partial")
+    temporary.write_text(text, encoding="utf-8")
+    os.chmod(temporary, 0o600)
+    temporary.replace(args.file)
+    print(f"user {name} written to {args.file}")
+    return 0
 
 
 def app_path() -> Path:
@@ -78,7 +118,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
     command = streamlit_command(args.host, args.port)
     # The page would show a bad setting too; refusing to start names it at once.
     settings = DashboardSettings.from_environment()
-    if not is_loopback(args.host) and settings.password is None:
+    if not is_loopback(args.host) and settings.password is None and not settings.user_hashes():
         log.warning(
             "the dashboard listens on %s, reachable from other machines, without a password; set %s to require one",
             args.host, PASSWORD_ENV,

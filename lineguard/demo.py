@@ -33,6 +33,7 @@ import numpy as np
 from redis import Redis
 from sqlalchemy import Engine
 
+from ingest.errors import PublishInterrupted
 from ingest.folder import FolderSource
 from ingest.frames import Frame, new_frame_id
 from ingest.publisher import Publisher
@@ -200,7 +201,8 @@ class _Stream:
     """The demo's source in a thread: generated parts at a steady rate, or a watched folder."""
 
     def __init__(self, redis: Redis, settings: Settings, engine: Engine, options: DemoOptions, stop: threading.Event) -> None:
-        self._publisher = Publisher(redis, queue_name=settings.queue_name, batch_size=4, max_wait_s=0.5)
+        # should_stop: Ctrl-C stops the stream even while it waits at a full queue.
+        self._publisher = Publisher(redis, queue_name=settings.queue_name, batch_size=4, max_wait_s=0.5, should_stop=stop.is_set)
         self._engine = engine
         self._options = options
         self._stop = stop
@@ -221,6 +223,8 @@ class _Stream:
                 source.run(self._publisher, watch=True, stop_event=self._stop)
             else:
                 self._generate()
+        except PublishInterrupted as interrupted:  # stopped at a full queue: the unsent parts were only generated
+            log.info("demo stream: %s", interrupted)
         except Exception as error:  # reported by the status loop, which then stops the demo
             log.exception("demo stream failed")
             self.error = f"{type(error).__name__}: {error}"

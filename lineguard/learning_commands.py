@@ -31,6 +31,31 @@ def register_model_actions(actions: argparse._SubParsersAction) -> None:
     recalibrate.add_argument("--by", help="who decides (default: the login name)")
     recalibrate.set_defaults(handler=run_recalibrate)
 
+    retrain = actions.add_parser(
+        "retrain", help="train a candidate for a line on the original good images plus the line's false alarms and passed parts"
+    )
+    retrain.add_argument("--line", required=True)
+    retrain.add_argument("--data", type=Path, help="the original good images (default: the folder recorded in the active checkpoint)")
+    retrain.add_argument("--extra", type=Path, action="append", default=[], help="another folder of good images (repeatable)")
+    retrain.add_argument("--passed", type=int, default=500, help="most recent passed parts (with a kept picture) to add (default 500)")
+    retrain.add_argument("--steps", type=int, help="optimiser steps (default: as `lineguard train`)")
+    retrain.add_argument("--out", type=Path, help="checkpoint to write (default: beside the active model's)")
+    retrain.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    retrain.add_argument("--no-progress", action="store_true", help="no progress bars")
+    retrain.add_argument("--queue", action="store_true", help="queue it for `lineguard worker --train` instead of training here")
+    retrain.add_argument("--by", help="who asks (default: the login name)")
+    retrain.set_defaults(handler=run_retrain)
+
+    compare = actions.add_parser(
+        "compare", help="score a candidate and a line's active model on the line's reviewed and recent passed parts"
+    )
+    compare.add_argument("version", help="candidate model version (registered)")
+    compare.add_argument("--line", required=True)
+    compare.add_argument("--recent", type=int, default=200, help="recent passed parts (with a kept picture) to score besides the reviewed ones (default 200)")
+    compare.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    compare.add_argument("--json", action="store_true", help="print JSON instead of text")
+    compare.set_defaults(handler=run_compare)
+
     rollback = actions.add_parser("rollback", help="undo a line's latest model change: back to the version it had before")
     rollback.add_argument("--line", required=True)
     rollback.add_argument("--reason", help="why, kept in the line's history")
@@ -97,6 +122,114 @@ def run_recalibrate(args: argparse.Namespace) -> int:
         print(f"line {args.line} now scores with {version}; running workers switch within their model refresh time")
     else:
         print(f"activate it with: lineguard models activate {version} --line {args.line}")
+    return 0
+
+
+def run_retrain(args: argparse.Namespace) -> int:
+    from lineguard.retraining import default_candidate_path, gather_training_data, retrain
+    from lineguard.services import open_artifacts, open_store
+    from model.recipe import TrainingSettings
+    from store.records import active_model_info
+
+    settings = Settings.from_environment()
+    if args.queue:
+        return _queue_retraining(settings, args)
+    engine = open_store(settings)
+    try:
+        base = active_model_info(engine, args.line)
+        out = args.out or default_candidate_path(base, args.line)
+        # The training folder stays beside the candidate: it is what the checkpoint names as trained on.
+        staging = out.with_name(out.stem + ".data")
+        data = gather_training_data(engine, open_artifacts(settings), base, args.line, staging, args.data, args.extra, args.passed)
+        print(
+            f"training a candidate for line {args.line} ({base.version}'s recipe) on {data.original_images} original good images "
+            f"({data.original_folder}), {data.false_alarms} false alarms, {data.passed_parts} passed parts"
+            + (f", {data.extra_images} extra images" if data.extra_images else "")
+        )
+        training = TrainingSettings(device=args.device, **({"steps": args.steps} if args.steps else {}))
+        result = retrain(engine, base, data, out, training, progress=not args.no_progress)
+    finally:
+        engine.dispose()
+    print(f"registered candidate {result.version} ({out}), threshold {result.threshold:.4g}, trained in {result.seconds:.0f} s")
+    print(f"compare it with: lineguard models compare {result.version} --line {args.line}")
+    return 0
+
+
+def _queue_retraining(settings: Settings, args: argparse.Namespace) -> int:
+    from lineguard.services import connect_redis
+    from wire.training_jobs import TrainingRequest, queue_training
+
+    redis = connect_redis(settings)
+    try:
+        request = TrainingRequest(
+            line=args.line, requested_by=actor(args.by), data=str(args.data) if args.data else None,
+            extra=[str(folder) for folder in args.extra], steps=args.steps,
+        )
+        job_id = queue_training(redis, request)
+    finally:
+        redis.close()
+    print(f"queued training job {job_id} for line {args.line}; `lineguard worker --train` runs it, the Models page shows its progress")
+    return 0
+
+
+def run_training_worker_command(args: argparse.Namespace) -> int:
+    """`lineguard worker --train`: run queued training jobs until stopped (with --burst, until none wait)."""
+    import os
+    import socket
+
+    from lineguard.services import connect_redis, open_artifacts, open_store
+    from lineguard.signals import stop_on_signals
+    from worker.training import run_training_worker
+
+    settings = Settings.from_environment()
+    redis = connect_redis(settings)
+    engine = open_store(settings)
+    try:
+        with stop_on_signals() as stop:
+            name = args.name or f"{socket.gethostname()}.{os.getpid()}"
+            ran = run_training_worker(redis, engine, open_artifacts(settings), name, args.device, stop, burst=args.burst)
+    finally:
+        engine.dispose()
+        redis.close()
+    print(f"ran {ran} training job(s)")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from lineguard.comparison import compare_models
+    from wire.comparisons import comparison_key
+    from lineguard.services import open_artifacts, open_store
+
+    settings = Settings.from_environment()
+    engine = open_store(settings)
+    artifacts = open_artifacts(settings)
+    try:
+        comparison = compare_models(engine, artifacts, args.line, args.version, args.device, args.recent)
+    finally:
+        engine.dispose()
+    document = comparison.to_json()
+    # Kept for the Models page, which shows the latest comparison of each candidate.
+    artifacts.put(comparison_key(args.line, args.version), json.dumps(document).encode())
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return 0
+    print(f"line {args.line}: {comparison.parts} parts scored from stored pictures")
+    print(f"{'':32}{'active':>24}{'candidate':>24}")
+    active, candidate = comparison.active, comparison.candidate
+    rows = (
+        ("version", active.version, candidate.version),
+        ("defects caught", f"{active.defects_caught}/{active.defects}", f"{candidate.defects_caught}/{candidate.defects}"),
+        ("false alarms on good parts", f"{active.false_alarms}/{active.good_parts}", f"{candidate.false_alarms}/{candidate.good_parts}"),
+        ("stated false-reject rate", f"{active.stated_false_reject_rate:.1%}", f"{candidate.stated_false_reject_rate:.1%}"),
+        ("ms per frame", f"{active.ms_per_frame:.1f}", f"{candidate.ms_per_frame:.1f}"),
+    )
+    for label, left, right in rows:
+        print(f"{label:32}{left:>24}{right:>24}")
+    for label, changes in (("now flagged", comparison.now_flagged), ("now passed", comparison.now_passed)):
+        shown = ", ".join(f"{frame_id} ({kind})" for frame_id, kind in changes.items()) or "-"
+        print(f"{label} by the candidate ({len(changes)}): {shown}")
+    if comparison.unreadable:
+        print(f"{len(comparison.unreadable)} pictures could not be read: {'; '.join(comparison.unreadable[:5])}")
     return 0
 
 

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lineguard.learning_commands import actor, register_model_actions
+from lineguard.learning_commands import actor, register_model_actions, run_training_worker_command
 from lineguard.settings import Settings
 
 if TYPE_CHECKING:  # imported where used, so that `lineguard --help` does not load torch or rq
@@ -89,12 +89,16 @@ def _register_ingest(commands: argparse._SubParsersAction) -> None:
     video.add_argument("source", help="video file, camera index (0, 1...) or URL (rtsp://...)")
     video.add_argument("--fps", type=float, help="keep at most this many frames per second")
     video.add_argument("--loop", action="store_true", help="play a video file again and again")
+    video.add_argument("--wait", action="store_true", help="wait for a source that cannot be opened at the start (default: fail at once, saying why)")
+    video.add_argument("--stall-timeout", type=float, default=5.0, help="seconds without a frame after which a live source counts as frozen and is reopened (default 5)")
+    video.add_argument("--reconnect-max", type=float, default=1.0, help="longest wait between reconnection attempts, seconds (default 1)")
     video.set_defaults(handler=run_ingest_video)
 
 
 def _register_worker(commands: argparse._SubParsersAction) -> None:
     from worker.defaults import (
         DEFAULT_BATCH_SIZE,
+        DEFAULT_DECODE_BUDGET_MB,
         DEFAULT_GOOD_SAMPLE_EVERY,
         DEFAULT_LEASE_S,
         DEFAULT_MAX_RETRIES,
@@ -106,12 +110,26 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
     worker.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     worker.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"most frames per forward pass (default {DEFAULT_BATCH_SIZE})")
     worker.add_argument("--burst", action="store_true", help="stop once the queue is empty")
+    worker.add_argument(
+        "--train", action="store_true", help="run queued training jobs (`models retrain --queue`, the dashboard) instead of scoring"
+    )
     worker.add_argument("--threads", type=int, help="CPU threads for the model (default: torch's choice)")
     worker.add_argument(
         "--lease", type=int, default=DEFAULT_LEASE_S,
         help=f"seconds after which a dead worker's job is retried elsewhere (default {DEFAULT_LEASE_S})",
     )
-    worker.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, help="retries of a job whose worker died or that failed")
+    worker.add_argument(
+        "--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
+        help="retries of a job enqueued without any (published jobs carry their own) whose worker died or that failed",
+    )
+    worker.add_argument(
+        "--batch-deadline", type=float,
+        help="seconds a batch may take before the worker gives it back and restarts (default: from the batch size and the measured speed)",
+    )
+    worker.add_argument(
+        "--decode-budget-mb", type=int, default=DEFAULT_DECODE_BUDGET_MB,
+        help=f"MB of decoded frames held at once; larger batches are decoded a few frames at a time (default {DEFAULT_DECODE_BUDGET_MB})",
+    )
     worker.add_argument(
         "--model-refresh", type=float, default=DEFAULT_MODEL_REFRESH_S,
         help=f"seconds between reads of the active models (default {DEFAULT_MODEL_REFRESH_S:g})",
@@ -180,7 +198,8 @@ def run_ingest_video(args: argparse.Namespace) -> int:
     try:
         source = VideoSource(
             args.source, args.line, args.camera, engine=engine, fps_cap=args.fps, loop=args.loop,
-            reconcile_interval_s=args.reconcile_interval,
+            reconcile_interval_s=args.reconcile_interval, stall_timeout_s=args.stall_timeout, wait=args.wait,
+            reconnect_max_s=args.reconnect_max,
         )
         with stop_on_signals() as stop, _serving_metrics(args.metrics_port, redis, engine, settings):
             publisher = _publisher(redis, settings, args, stop)
@@ -196,6 +215,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
     from lineguard.services import connect_redis, open_store
     from worker.process import WorkerOptions, run_worker
 
+    if args.train:
+        return run_training_worker_command(args)
     settings = Settings.from_environment()
     options = WorkerOptions(
         device=args.device,
@@ -206,6 +227,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
         max_retries=args.max_retries,
         model_refresh_s=args.model_refresh,
         good_sample_every=args.good_sample_every,
+        batch_deadline_s=args.batch_deadline,
+        decode_budget_mb=args.decode_budget_mb,
         threads=args.threads,
         name=args.name,
         verdict_topic_prefix=settings.mqtt_topic_prefix if settings.outbox_sinks else None,

@@ -16,6 +16,7 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from store.alarms import open_alarms
+from store.source_states import source_states
 from store.records import line_counts, lost_frame_counts, outbox_depth, skipped_file_counts, status_summary
 from wire.protocol import pending_frames_by_line, queue_counters, worker_beats
 
@@ -40,6 +41,9 @@ def line_status(
     (see ingest.file_checks). ``outbox``: verdicts and alarms waiting for the configured
     `outbox_sinks` (``{"sinks", "messages", "oldest_age_s"}``, see store.outbox). ``alarms``: the open
     drift alarms, oldest first (``[{"kind", "line", "camera", "since", "reason"}]``, see worker.drift).
+    ``sources``: each camera or stream's state (``[{"line", "camera", "source", "state", "since",
+    "reason", "frames_lost"}]``; state "streaming", "down", "failed", "starting" or "stopped", see
+    store.source_states; frames_lost counts the camera's frames lost with Redis).
     """
     now = now or datetime.now(UTC)
     counters = queue_counters(redis, queue_name)
@@ -99,6 +103,14 @@ def line_status(
             {"kind": alarm.kind, "line": alarm.line, "camera": alarm.camera, "since": alarm.since.isoformat(), "reason": alarm.reason}
             for alarm in open_alarms(engine)
         ],
+        "sources": [
+            {
+                "line": state.line, "camera": state.camera, "source": state.source, "state": state.state,
+                "since": state.since.isoformat(), "reason": state.reason,
+                "frames_lost": lost.get(state.line, {}).get(state.camera, 0),
+            }
+            for state in source_states(engine)
+        ],
         "lines": lines,
     }
 
@@ -123,6 +135,12 @@ def format_status(status: dict[str, Any]) -> str:
     if outbox["sinks"]:
         age = "" if outbox["oldest_age_s"] is None else f", the oldest {outbox['oldest_age_s']:.1f} s old"
         text.append(f"  outbox to {' and '.join(outbox['sinks'])}: {outbox['messages']} messages waiting{age}")
+    for source in status["sources"]:
+        text.append(
+            f"  {source['line']}/{source['camera']} {source['source']}: {source['state']} since {source['since']}"
+            + (f" ({source['reason']})" if source["state"] != "streaming" and source["reason"] else "")
+            + f", {source['frames_lost']} frames lost with Redis"
+        )
     for alarm in status["alarms"]:
         text.append(f"  ALARM {alarm['line']}/{alarm['camera']} since {alarm['since']}: {alarm['reason']}")
     if status["refused_jobs"]:

@@ -20,9 +20,8 @@ from sqlalchemy import Engine
 
 from model.calibration import Calibration, fit_calibration
 from model.checkpoint import save_recalibrated, weights_version
-from store.records import ModelInfo, ScoredPart, active_model_for_line, get_model, list_models, scored_parts
+from store.records import ModelInfo, ScoredPart, active_model_info, list_models, scored_parts
 from store.schema import CONFIRMED_REVIEW, FLAGGED_VERDICT
-from store.errors import UnknownModelError
 
 FALSE_ALARM_REVIEW = "false_alarm"
 
@@ -76,10 +75,8 @@ def plan_recalibration(
 
     The rate defaults to the active model's. Raises NotEnoughPartsError below `minimum_parts`.
     """
-    active = active_model_for_line(engine, line)
-    if active is None:
-        raise UnknownModelError(f"line {line!r} has no active model to recalibrate")
-    base = get_model(engine, active)
+    base = active_model_info(engine, line)
+    active = base.version
     rate = false_reject_rate if false_reject_rate is not None else float(base.calibration["false_reject_rate"])
     parts = scored_parts(engine, line, same_weights_versions(engine, active), since)
     good = [part for part in parts if _known_good(part)]

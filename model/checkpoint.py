@@ -22,7 +22,7 @@ import torchvision
 from model.calibration import Calibration
 from model.image_stats import ImageReference
 from model.devices import resolve_device, resolve_precision
-from model.errors import CheckpointError
+from model.errors import CheckpointError, CheckpointReadError
 from model.recipe import Recipe
 from model.scoring import InspectionModel, TeacherStudent
 
@@ -148,6 +148,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:
+        raise CheckpointReadError(f"{path} could not be read: {error}") from error
     except Exception as error:  # pickle, zip and torch errors alike mean "not ours"
         raise CheckpointError(f"{path} is not a lineguard checkpoint (unreadable as one: {type(error).__name__})") from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:

@@ -21,6 +21,11 @@ class CheckpointError(ModelError):
     """A file is not a lineguard checkpoint, or is from an incompatible version."""
 
 
+class CheckpointReadError(CheckpointError):
+    """Reading a checkpoint file failed with an I/O error (a network mount away, a disk error): unlike a
+    file that is not a checkpoint, trying again later may succeed."""
+
+
 class ExportError(ModelError):
     """An exported model cannot be written, is damaged, or does not fit the runtime asked for."""
 

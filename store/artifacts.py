@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -25,6 +28,8 @@ ARTIFACT_KEY_MAX_LENGTH = 512
 ARTIFACT_FILE_MODE = 0o644
 # One key component: letters, digits, '_', '-', '.', '=', '+', not starting with '.' (no '..', no hidden files).
 _KEY_COMPONENT = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9._=+-]*")
+# Characters a key part may hold; anything else in a name becomes '_' in `key_part`.
+_UNSAFE_KEY_CHARACTERS = re.compile(r"[^A-Za-z0-9_=+.-]")
 
 
 class ArtifactStore(Protocol):
@@ -46,6 +51,23 @@ class ArtifactStore(Protocol):
         """A URL at which the artifact under ``key`` can be read."""
         ...
 
+    def entries(self) -> Iterator[ArtifactEntry]:
+        """Every artifact stored, with its size and when it was written (for retention)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the artifact under ``key``, if there is one."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactEntry:
+    """One stored artifact: its key, bytes and when it was written (UTC)."""
+
+    key: str
+    size: int
+    written_at: datetime
+
 
 def check_artifact_key(key: str) -> str:
     """Return ``key`` if it is a safe relative slash path, else raise ArtifactError saying why."""
@@ -62,6 +84,12 @@ def check_artifact_key(key: str) -> str:
                 "letters, digits and _ - . = +, and may not start with '.' (so no '..')"
             )
     return key
+
+
+def key_part(name: str) -> str:
+    """`name` (a line, camera, frame id, model version) as one key part: unsafe characters
+    replaced, no leading dot, not empty."""
+    return _UNSAFE_KEY_CHARACTERS.sub("_", name).lstrip(".") or "_"
 
 
 class FileArtifactStore:
@@ -109,6 +137,28 @@ class FileArtifactStore:
     def url_for(self, key: str) -> str:
         """The ``file://`` URL of the key's file."""
         return self._path(key).as_uri()
+
+    def entries(self) -> Iterator[ArtifactEntry]:
+        """The files under the root whose relative paths are valid keys (temporary files are not)."""
+        if not self.root.is_dir():
+            return
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                path = Path(folder, name)
+                key = path.relative_to(self.root).as_posix()
+                try:
+                    check_artifact_key(key)
+                    status = path.stat()
+                except (ArtifactError, OSError):
+                    continue  # a temporary file, or one removed meanwhile
+                yield ArtifactEntry(key, status.st_size, datetime.fromtimestamp(status.st_mtime, UTC))
+
+    def delete(self, key: str) -> None:
+        """Remove the key's file (nothing when there is none)."""
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as error:
+            raise ArtifactError(f"cannot delete artifact {key!r}: {error}") from error
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*check_artifact_key(key).split("/"))

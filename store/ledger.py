@@ -100,7 +100,8 @@ class UnsettledClaim:
 
 
 def claim_ingested_file(engine: Engine, source_key: str, path: str, size: int, mtime: float, frame_id: str) -> bool:
-    """Claim ``path`` of source ``source_key`` under ``frame_id``; True only for the first claim ever.
+    """Claim this version (``size``, ``mtime``) of ``path`` of source ``source_key`` under ``frame_id``;
+    True only for the first claim of that version ever.
 
     Race-safe: of concurrent claims of the same file (threads, processes, restarts), exactly one wins.
     The claim stays unsettled until :func:`settle_claims` is told its frame's fate.
@@ -110,7 +111,9 @@ def claim_ingested_file(engine: Engine, source_key: str, path: str, size: int, m
         .values(
             source_key=source_key, path=path, size=size, mtime=mtime, ingested_at=datetime.now(UTC), frame_id=frame_id
         )
-        .on_conflict_do_nothing(index_elements=[IngestedFile.source_key, IngestedFile.path])
+        .on_conflict_do_nothing(
+            index_elements=[IngestedFile.source_key, IngestedFile.path, IngestedFile.size, IngestedFile.mtime]
+        )
         # A row comes back only when the insert happened (rowcount is not reliable with RETURNING).
         .returning(IngestedFile.id)
     )

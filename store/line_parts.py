@@ -27,17 +27,25 @@ class ScoredPart:
 
 
 def scored_parts(
-    engine: Engine, line: str, model_versions: Collection[str], since: datetime | None = None
+    engine: Engine,
+    line: str,
+    model_versions: Collection[str] | None,
+    since: datetime | None = None,
+    with_image: bool = False,
 ) -> list[ScoredPart]:
-    """The frames of ``line`` scored by one of ``model_versions``, oldest first; with ``since``, only
-    those finished at or after it. Pass versions that share their weights (a model and its
-    recalibrations): their raw scores are comparable, whatever the threshold."""
+    """The frames of ``line`` scored by one of ``model_versions`` (any model when None), oldest
+    first; with ``since``, only those finished at or after it; with ``with_image``, only those whose
+    picture was kept. Raw scores are comparable between versions that share their weights (a model
+    and its recalibrations), whatever the threshold."""
     conditions = [
         Inspection.line == line,
         Inspection.verdict != ERROR_VERDICT,
         Inspection.raw_score.is_not(None),
-        Inspection.model_version.in_(list(model_versions)),
     ]
+    if model_versions is not None:
+        conditions.append(Inspection.model_version.in_(list(model_versions)))
+    if with_image:
+        conditions.append(Inspection.image_key.is_not(None))
     if since is not None:
         conditions.append(Inspection.finished_at >= since)
     query = (

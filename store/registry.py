@@ -155,6 +155,14 @@ def active_model_for_line(engine: Engine, line: str) -> str | None:
         return connection.execute(select(LineModel.model_version).where(LineModel.line == line)).scalar_one_or_none()
 
 
+def active_model_info(engine: Engine, line: str) -> ModelInfo:
+    """The registered model ``line`` scores with; raises UnknownModelError when it has none."""
+    version = active_model_for_line(engine, line)
+    if version is None:
+        raise UnknownModelError(f"line {line!r} has no active model (activate one with `lineguard models activate`)")
+    return get_model(engine, version)
+
+
 def get_model(engine: Engine, version: str) -> ModelInfo:
     """The registered model ``version``; raises UnknownModelError when there is none."""
     with Session(engine) as session:

@@ -247,7 +247,8 @@ LEDGER_OUTCOMES: tuple[str, ...] = ("recorded", "dropped", "vanished", "unknown"
 
 
 class IngestedFile(Base):
-    """The folder watcher's ledger: a file listed here is claimed once, under one frame id.
+    """The folder watcher's ledger: each version of a file (its path, size and mtime) is claimed once,
+    under one frame id; a file rewritten at its path is a new version, claimed again.
 
     A claim stays unsettled (``settled_at`` NULL) until its inspection row exists; an unsettled claim
     whose frame is neither in Redis nor in the store was lost and is published again.
@@ -266,7 +267,7 @@ class IngestedFile(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
-        UniqueConstraint("source_key", "path"),
+        UniqueConstraint("source_key", "path", "size", "mtime"),
         CheckConstraint(column("outcome").in_(LEDGER_OUTCOMES), name="outcome"),
         # The unsettled claims of one folder and camera, read by every reconciliation pass.
         Index("ix_ingested_files_source_key_settled_at", "source_key", "settled_at"),

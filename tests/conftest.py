@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from ci_requirements import requirement_missing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEACHER_WEIGHTS = REPO_ROOT.parent / "shared" / "weights" / "vgg16_imagenet_features.pth"
@@ -15,10 +15,7 @@ SMALL_IMAGE_SIZE = 128
 @pytest.fixture(scope="session")
 def teacher_weights() -> Path:
     if not TEACHER_WEIGHTS.is_file():
-        missing = f"ImageNet teacher weights not found at {TEACHER_WEIGHTS} (../shared beside the checkout)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing}: CI has ../shared, so these tests must run there")
-        pytest.skip(missing)
+        requirement_missing(f"ImageNet teacher weights not found at {TEACHER_WEIGHTS} (../shared beside the checkout)")
     return TEACHER_WEIGHTS
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from ci_requirements import requirement_missing
 from redis import Redis
 from sqlalchemy import Engine, func, select
 
@@ -48,7 +49,7 @@ def line_redis() -> Iterator[Redis]:
     try:
         connection.ping()
     except Exception as error:  # noqa: BLE001 - any failure to reach Redis means the same here
-        pytest.skip(f"Redis at {LINE_REDIS_URL} is unreachable: {error}")
+        requirement_missing(f"Redis at {LINE_REDIS_URL} is unreachable: {error}")
     connection.flushdb()
     yield connection
     connection.flushdb()

@@ -1,7 +1,7 @@
 """Fixtures for tests that use the store: a fresh database of each dialect, and records to write.
 
 Import the fixtures into a test module (``from store_fixtures import db_url, store_engine``) to use them.
-PostgreSQL tests skip, saying why, when the server is unreachable.
+PostgreSQL tests skip (fail in CI), saying why, when the server is unreachable.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from ci_requirements import requirement_missing
 from psycopg import sql
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
@@ -40,7 +41,7 @@ def postgres_run_database() -> Iterator[str]:
     try:
         admin = psycopg.connect(_libpq_conninfo(admin_url), autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL at {admin_url} is unreachable (set {POSTGRES_ADMIN_URL_ENV}): {error}")
+        requirement_missing(f"PostgreSQL at {admin_url} is unreachable (set {POSTGRES_ADMIN_URL_ENV}): {error}")
     with admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:

@@ -4,13 +4,15 @@ and every change of model is recorded. Rows carry raw scores as a worker writes 
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from learning_fixtures import untrained_checkpoint  # noqa: F401 - fixture
 from line_fixtures import LINE, line_redis, sqlite_line_settings  # noqa: F401 - fixtures
 from sqlalchemy import Engine
-from store_fixtures import make_record
+from store_fixtures import BASE_TIME, make_record
 
 from lineguard.cli import main
 from lineguard.registration import register_checkpoint
@@ -18,6 +20,7 @@ from lineguard.settings import Settings
 from model.checkpoint import load_checkpoint, weights_version
 from store.db import make_engine, upgrade
 from store.records import active_model_for_line, get_model, write_inspections
+from wire.training_jobs import TrainingRequest, queue_training, read_training, take_training, training_jobs
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -91,3 +94,113 @@ def test_rollback_without_an_earlier_model_is_one_clear_line(line_store, capsys)
     with pytest.raises(SystemExit) as usage_error:
         main(["models", "recalibrate", "--line", LINE, "--since", "last tuesday"])
     assert usage_error.value.code == 2 and "neither an ISO date" in capsys.readouterr().err
+
+
+def test_compare_scores_both_models_on_the_stored_pictures(sqlite_line_settings, untrained_checkpoint, capsys) -> None:  # noqa: F811
+    """Active and candidate share weights and differ in threshold: the candidate passes the two
+    reviewed false alarms and still catches the two defects, and says so by frame id."""
+    from model.calibration import Calibration
+    from model.checkpoint import save_recalibrated
+    from model.images import decode_image
+    from model.synthetic import good_part
+    from store.artifacts import open_artifact_store
+    from worker.evidence import evidence_keys, save_evidence
+
+    engine = make_engine(sqlite_line_settings.database_url)
+    upgrade(engine)
+    artifacts = open_artifact_store(sqlite_line_settings.artifacts_url)
+    model = load_checkpoint(untrained_checkpoint, device="cpu")  # the precision the command picks
+    rng = np.random.default_rng(3)
+    image_keys = {}
+    for i in range(12):
+        image = good_part(64, rng)
+        frame = f"part-{i}"
+        image_keys[frame], _ = save_evidence(artifacts, evidence_keys(LINE, "cam-0", BASE_TIME, frame), image, model.score_images([image])[0], model)
+    # Ranked as the comparison sees them: scored from the stored pictures.
+    stored = {frame: decode_image(artifacts.get(key), frame) for frame, key in image_keys.items()}
+    raw = {frame: result.raw_score for frame, result in zip(stored, model.score_images(list(stored.values())))}
+    ranked = sorted(raw, key=raw.get)
+    scores = [raw[frame] for frame in ranked]
+
+    def version_at(threshold: float, name: str) -> str:
+        calibration = Calibration(threshold, scores[5], 0.01, 0.0, 1.0, 12, "normal")
+        path = untrained_checkpoint.with_name(f"{name}.pt")
+        save_recalibrated(untrained_checkpoint, calibration, {"test": name}, path)
+        return register_checkpoint(engine, path)["version"]
+
+    active = version_at((scores[7] + scores[8]) / 2, "active")  # flags the top 4
+    candidate = version_at((scores[9] + scores[10]) / 2, "candidate")  # flags the top 2
+    register_checkpoint(engine, Path(get_model(engine, active).checkpoint_path), LINE)
+    write_inspections(engine, [
+        make_record(frame, line=LINE, verdict="defect" if rank >= 8 else "good", raw_score=raw[frame], model_version=active, image_key=image_keys[frame])
+        for rank, frame in enumerate(ranked)
+    ])
+    assert run(capsys, "review", ranked[10], ranked[11], "--verdict", "defect", "--reviewer", "ana")[0] == 0
+    assert run(capsys, "review", ranked[8], ranked[9], "--verdict", "false_alarm", "--reviewer", "ana")[0] == 0
+
+    code, out, _ = run(capsys, "models", "compare", candidate, "--line", LINE, "--device", "cpu", "--json")
+    assert code == 0
+    comparison = json.loads(out)
+    assert comparison["parts"] == 12 and comparison["unreadable"] == []
+    assert (comparison["active"]["defects_caught"], comparison["active"]["false_alarms"]) == (2, 2)
+    assert (comparison["candidate"]["defects_caught"], comparison["candidate"]["false_alarms"]) == (2, 0)
+    assert comparison["now_passed"] == {ranked[8]: "good", ranked[9]: "good"} and comparison["now_flagged"] == {}
+    code, out, _ = run(capsys, "models", "compare", candidate, "--line", LINE, "--device", "cpu")
+    assert "false alarms on good parts" in out and f"now passed by the candidate (2): {ranked[8]} (good)" in out
+    engine.dispose()
+
+
+def test_a_queued_retraining_trains_a_candidate_on_the_original_images_and_the_lines_pictures(
+    line_store, sqlite_line_settings, line_redis, tmp_path, capsys  # noqa: F811
+) -> None:
+    """Queued, then run by `worker --train` (a tiny training: random teacher, 64 px, 3 steps): what
+    it trains on, and that it stays a candidate."""
+    import cv2
+
+    from model.checkpoint import read_checkpoint
+    from model.synthetic import good_part
+    from store.artifacts import open_artifact_store
+
+    engine, version = line_store
+    code, _, err = run(capsys, "models", "retrain", "--line", LINE, "--steps", "3", "--device", "cpu")
+    assert code == 2 and "training folder of" in err and "give it with --data DIR" in err
+
+    rng = np.random.default_rng(5)
+    original = tmp_path / "train-good"
+    original.mkdir()
+    for i in range(16):
+        cv2.imwrite(str(original / f"{i:03d}.png"), good_part(64, rng))
+    artifacts = open_artifact_store(sqlite_line_settings.artifacts_url)
+    pictured = {f"fa-{i}": f"pictures/fa-{i}.jpg" for i in range(3)} | {f"p-{i}": f"pictures/p-{i}.jpg" for i in range(5)}
+    for frame, key in pictured.items():
+        artifacts.put(key, cv2.imencode(".jpg", good_part(64, rng))[1].tobytes())
+    with engine.begin() as connection:
+        from sqlalchemy import update
+
+        from store.schema import Inspection
+
+        for frame, key in pictured.items():
+            connection.execute(update(Inspection).where(Inspection.frame_id == frame).values(image_key=key))
+    assert run(capsys, "review", "fa-0", "fa-1", "fa-2", "--verdict", "false_alarm", "--reviewer", "ana")[0] == 0
+
+    code, out_text, _ = run(
+        capsys, "models", "retrain", "--line", LINE, "--data", str(original), "--steps", "3", "--queue", "--by", "ana"
+    )
+    assert code == 0 and "queued training job" in out_text
+    [job] = training_jobs(line_redis, LINE)
+    assert (job.state, job.request.requested_by, job.request.steps) == ("queued", "ana", 3)
+    code, out_text, _ = run(capsys, "worker", "--train", "--burst", "--device", "cpu")
+    assert code == 0 and "ran 1 training job(s)" in out_text
+    [job] = training_jobs(line_redis, LINE)
+    assert job.state == "done" and job.error == "", job.error
+    out = Path(get_model(engine, job.candidate).checkpoint_path)
+    training_data = read_checkpoint(out)["training_data"]
+    assert training_data["n_images"] == 16 + 3 + 5 and training_data["folder"] == str(out.with_name(out.stem + ".data").resolve())
+    assert active_model_for_line(engine, LINE) == version
+
+
+def test_a_training_job_whose_worker_died_reads_as_abandoned(line_redis) -> None:  # noqa: F811
+    job_id = queue_training(line_redis, TrainingRequest(line=LINE, requested_by="ana"))
+    assert take_training(line_redis, "trainer-1", timeout_s=1).state == "running"
+    line_redis.hset(f"lineguard:training:job:{job_id}", "heartbeat_at", repr(time.time() - 120))
+    assert read_training(line_redis, job_id).state == "abandoned"

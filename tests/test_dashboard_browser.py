@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from ci_requirements import requirement_missing
 from dashboard_fixtures import REDIS_TEST_URL, Populated, fill_queue, populated, redis_db  # noqa: F401
 from redis import Redis
 
@@ -43,13 +44,13 @@ CHROMIUM_FLAGS = (
     "--window-size=1600,2000",
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-        reason=f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}); .ci/run installs them",
-    ),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def chromium_installed() -> None:
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        requirement_missing(f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}); .ci/run installs them")
 
 
 def free_port() -> int:

@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import auth
 from dashboard.queries import inspections_export
+from dashboard.users import hash_password
 from store import (
     InspectionFilter,
     SentFrame,
@@ -304,6 +305,33 @@ def test_models_page_lists_versions_metrics_calibration_and_lines(dashboard_env:
     assert any("this model was trained with a random teacher" in warning.value for warning in at.warning)
 
 
+def test_models_page_promotes_and_rolls_back_as_one_action_each(dashboard_env: Populated) -> None:
+    from store import activation_history, active_model_for_line
+
+    at = open_page("models")
+    at.selectbox(key="models_version").select("ts-random-1").run()
+    assert any("Flags about 1.0% of good parts; threshold 2.5 from 12 held-out training images." in m.value for m in at.markdown)
+    assert [metric.label for metric in at.metric] == ["Image AUROC", "Pixel AUROC"]
+    at.selectbox(key="models_line").select("line-a").run()
+    at.text_input(key="models_by").input("Ana").run()
+    at.text_input(key="models_reason").input("fewer false alarms").run()
+    at.button(key="models_promote").click().run()
+    assert not at.exception, [item.value for item in at.exception]
+    engine = make_engine(dashboard_env.database_url)
+    try:
+        assert active_model_for_line(engine, "line-a") == "ts-random-1"
+        assert table_with(at, "why").iloc[0][["to", "from", "by", "why"]].tolist() == [
+            "ts-random-1", "ts-imagenet-1", "Ana", "fewer false alarms"
+        ]
+        at.button(key="models_rollback").click().run()
+        assert active_model_for_line(engine, "line-a") == "ts-imagenet-1"
+        at.button(key="models_retrain").click().run()
+        assert table_with(at, "progress").iloc[0][["by", "state"]].tolist() == ["Ana", "queued"]
+        assert activation_history(engine, "line-a")[0].reason == "fewer false alarms"
+    finally:
+        engine.dispose()
+
+
 # --- PostgreSQL ---
 
 
@@ -361,13 +389,13 @@ class StepClock:
 
 @pytest.fixture
 def throttle_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[StepClock]:
-    """A password set, and a fresh server-wide sign-in throttle on a clock the test moves; forgotten after."""
+    """A password set, and a fresh sign-in throttle on a clock the test moves; forgotten after."""
     monkeypatch.setenv("LINEGUARD_DASHBOARD_PASSWORD", PASSWORD)
-    auth.server_throttle.clear()
+    auth.client_throttle.clear()
     clock = StepClock()
-    auth.server_throttle().clock = clock
+    auth.client_throttle().clock = clock
     yield clock
-    auth.server_throttle.clear()
+    auth.client_throttle.clear()
 
 
 def attempt(at: AppTest, password: str) -> AppTest:
@@ -421,8 +449,8 @@ def test_wrong_passwords_in_a_row_make_the_session_wait_longer_each_time(
     assert "line-a defect rate, last hour" in metrics(at)
 
 
-def test_a_new_session_does_not_escape_the_server_wide_wait(dashboard_env: Populated, throttle_clock: StepClock) -> None:
-    free = auth.SERVER_BACKOFF.free
+def test_a_new_session_does_not_escape_its_clients_wait(dashboard_env: Populated, throttle_clock: StepClock) -> None:
+    free = auth.CLIENT_BACKOFF.free
     for index in range(free + 1):  # one wrong password in each of several new sessions: none waits for itself
         at = app()
         at.run()
@@ -431,9 +459,26 @@ def test_a_new_session_does_not_escape_the_server_wide_wait(dashboard_env: Popul
     fresh.run()
     assert [error.value for error in attempt(fresh, PASSWORD).error] == ["Too many wrong passwords: try again in 1 s."]
     assert not fresh.metric
-    throttle_clock.now += auth.SERVER_BACKOFF.first_s
+    throttle_clock.now += auth.CLIENT_BACKOFF.first_s
     attempt(fresh, PASSWORD)
     assert "line-a defect rate, last hour" in metrics(fresh)
+
+
+def test_named_users_sign_in_as_themselves_and_sign_their_reviews(
+    dashboard_env: Populated, throttle_clock: StepClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINEGUARD_DASHBOARD_USERS", f"ann:{hash_password('ann pass')}")
+    at = app()
+    at.run()
+    for user, password in (("ann", PASSWORD), ("ann", "ann pass")):  # with named users the shared password opens nothing
+        at.text_input(key="sign_in_user").input(user)
+        attempt(at, password)
+    assert not at.exception and "line-a defect rate, last hour" in metrics(at)
+    at.switch_page("views/review.py").run()
+    assert all(widget.key != "reviewer" for widget in at.text_input)  # no name to type: the signed-in one signs
+    first = dashboard_env.queue_ids[0]
+    at.button(key="review_false_alarm").click().run()
+    assert reviews_of(dashboard_env.database_url, [first]) == {first: ("false_alarm", None, "ann")}  # not LINEGUARD_REVIEWER
 
 
 def test_a_bad_setting_is_named(dashboard_env: Populated, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,8 +25,9 @@ from ingest.folder import FolderSource, FolderStats
 from ingest.publisher import Publisher
 from store.schema import SourceEvent
 
+from ci_requirements import bound_by_file_modes
 from hostile_fixtures import OpenWatch
-from ingest_fixtures import QUEUE, engine, redis  # noqa: F401  (fixtures)
+from ingest_fixtures import QUEUE, REDIS_TEST_URL, engine, redis, stopped_at_a_full_queue  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -172,14 +176,31 @@ def test_recursive_takes_subfolders_only_when_asked(images: Path, engine: Engine
     assert (flat.published, deep.published, deep.already_ingested) == (1, 1, 1)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_an_unreadable_file_is_skipped_and_recorded(images: Path, engine: Engine, publisher: Publisher) -> None:
+# Run in a process bound by file modes (see ci_requirements.bound_by_file_modes), even as root.
+UNREADABLE_RUN = """
+import json, sys
+from redis import Redis
+from ingest.folder import FolderSource
+from ingest.publisher import Publisher
+from store.db import make_engine
+folder, database, redis_url, queue = sys.argv[1:]
+engine = make_engine(database)
+publisher = Publisher(Redis.from_url(redis_url), queue_name=queue, batch_size=4, max_wait_s=0.1)
+stats = FolderSource(folder, "L1", "C1", engine=engine, stable_seconds=0).run(publisher)
+print(json.dumps([stats.published, stats.skipped]))
+"""
+
+
+def test_an_unreadable_file_is_skipped_and_recorded(images: Path, engine: Engine, redis: Redis) -> None:
     locked = images / "locked.png"
     write_file(locked, png_bytes(1), age_s=5)
     locked.chmod(0)
     write_file(images / "fine.png", png_bytes(2), age_s=5)
-    stats = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0).run(publisher)
-    assert (stats.published, stats.skipped) == (1, {"unreadable": 1})
+    command = bound_by_file_modes([sys.executable, "-c", UNREADABLE_RUN, str(images), str(engine.url), REDIS_TEST_URL, QUEUE])
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.splitlines()[-1]) == [1, {"unreadable": 1}]
     assert "skipped:unreadable" in source_event_kinds(engine)
 
 
@@ -259,3 +280,33 @@ def test_recursive_never_walks_a_symlinked_folder(images: Path, engine: Engine, 
     stats = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0, recursive=True).run(publisher)
     assert [item["origin"] for item, _ in published_frames(redis)] == ["sub/deep.png"]
     assert stats.skipped == {"extension": 2}
+
+
+def test_a_file_rewritten_at_an_ingested_path_is_ingested_again_as_a_new_frame(images: Path, engine: Engine, publisher: Publisher, redis: Redis) -> None:
+    part = images / "part.png"
+    write_file(part, png_bytes(1), age_s=60)
+    first = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0).run(publisher)
+    write_file(part, png_bytes(2) + b"\0" * 7, age_s=30)  # new content, size and mtime at the same path
+    second = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0).run(publisher)
+    third = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0).run(publisher)
+
+    assert (first.published, second.published, second.already_ingested) == (1, 1, 0)
+    assert (third.published, third.already_ingested) == (0, 1)
+    frames = published_frames(redis)
+    assert len({item["frame_id"] for item, _ in frames}) == 2
+    assert [data for _, data in frames] == [png_bytes(1), png_bytes(2) + b"\0" * 7]
+
+
+def test_a_stop_at_a_full_queue_ends_the_run_and_the_next_run_sends_what_was_left(images: Path, engine: Engine, redis: Redis) -> None:
+    for index in range(3):
+        write_file(images / f"part-{index}.png", png_bytes(index), age_s=60 - index)
+    full = Publisher(redis, queue_name=QUEUE, batch_size=1, max_queued_jobs=1, policy="block")
+    source = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0)
+    stats = stopped_at_a_full_queue(lambda stop: source.run(full, stop_event=stop), full, buffered=1)
+    assert (stats.published, stats.unsent) == (1, 1)
+    assert "1 left for the next run (stopped at a full queue)" in stats.summary()
+
+    redis.delete(f"rq:queue:{QUEUE}")  # the queue drains (the first frame's bytes stay in Redis: in flight)
+    again = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0).run(Publisher(redis, queue_name=QUEUE, batch_size=4, max_wait_s=0.1))
+    assert (again.republished, again.published, again.already_ingested) == (1, 1, 2)
+    assert sorted(item["origin"] for item, _ in published_frames(redis)) == ["part-1.png", "part-2.png"]

@@ -14,7 +14,7 @@ from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from ingest.errors import QueueFullError
+from ingest.errors import PublishInterrupted, QueueFullError
 from ingest.frames import Frame, new_frame_id
 from ingest.publisher import Publisher
 from wire.protocol import DROPS_KEY, PUBLISHED_KEY, frame_key, queue_counters
@@ -214,3 +214,19 @@ def test_frame_ids_are_unique_and_sort_by_creation_time() -> None:
         time.sleep(0.002)
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
+
+
+def test_a_stop_ends_the_wait_at_a_full_queue_and_keeps_the_unsent_frames(redis: Redis) -> None:
+    stop = threading.Event()
+    publisher = Publisher(redis, queue_name=QUEUE, batch_size=1, max_queued_jobs=1, should_stop=stop.is_set)
+    publisher.publish(make_frame())
+    waiting = make_frame()
+    stopper = threading.Timer(0.2, stop.set)
+    stopper.start()
+    started = time.monotonic()
+    with pytest.raises(PublishInterrupted, match="1 frames not sent"):
+        publisher.publish(waiting)
+    stopper.join()
+    assert time.monotonic() - started < 1.0  # Ctrl-C is honoured within a second (BLOCK_POLL_S in fact)
+    assert publisher.buffered == 1 and publisher.take_unsent() == [waiting] and publisher.buffered == 0
+    assert (publisher.published, publisher.dropped, publisher.queue.count) == (1, 0, 1)

@@ -20,11 +20,11 @@ from sqlalchemy import Engine, select
 
 from ingest.errors import SourceUnavailableError
 from ingest.publisher import Publisher
-from wire.protocol import PUBLISHED_KEY
+from wire.protocol import DROPS_KEY, PUBLISHED_KEY
 from ingest.video import VideoSource
 from store.schema import SourceEvent
 
-from ingest_fixtures import QUEUE, engine, redis  # noqa: F401  (fixtures)
+from ingest_fixtures import QUEUE, engine, redis, stopped_at_a_full_queue  # noqa: F401  (fixtures)
 VIDEO_FRAMES = 30
 VIDEO_FPS = 30.0
 VIDEO_SIZE = 64
@@ -95,7 +95,7 @@ def test_a_file_without_cap_publishes_every_frame_as_jpeg(
         assert data[:2] == b"\xff\xd8" and image.shape == (VIDEO_SIZE, VIDEO_SIZE, 3)
         brightness.append(float(image.mean()))
     assert brightness == sorted(brightness)  # frames arrive in order
-    assert [kind for kind, _ in source_events(engine)] == ["started", "stopped"]
+    assert [kind for kind, _ in source_events(engine)] == ["started", "connected", "stopped"]
 
 
 @pytest.mark.parametrize("fps_cap", [10.0, 7.0, 60.0])
@@ -118,7 +118,7 @@ def test_a_looping_file_continues_past_its_end_until_stopped(
 
     assert results[0].frames_read > VIDEO_FRAMES
     assert results[0].reconnects == 0
-    assert [kind for kind, _ in source_events(engine)] == ["started", "stopped"]
+    assert [kind for kind, _ in source_events(engine)] == ["started", "connected", "stopped"]
 
 
 @pytest.mark.parametrize("missing", ["rtsp://127.0.0.1:1/no-such-stream", "missing.avi"])
@@ -129,7 +129,7 @@ def test_an_unreachable_source_is_retried_with_backoff_then_gives_up(
     max_reconnects = 3
     source = VideoSource(
         target, "L1", "C1", engine=engine,
-        reconnect_initial_s=0.01, reconnect_max_s=0.04, max_reconnects=max_reconnects,
+        reconnect_initial_s=0.01, reconnect_max_s=0.04, max_reconnects=max_reconnects, wait=True,
     )
     with pytest.raises(SourceUnavailableError, match=f"after {max_reconnects} reconnect attempts"):
         source.run(publisher)
@@ -143,7 +143,7 @@ def test_a_source_that_appears_later_is_reconnected(
 ) -> None:
     path = tmp_path / "late.avi"
     source = VideoSource(
-        str(path), "L1", "C1", engine=engine, reconnect_initial_s=0.05, reconnect_max_s=0.1, max_reconnects=50
+        str(path), "L1", "C1", engine=engine, reconnect_initial_s=0.05, reconnect_max_s=0.1, max_reconnects=50, wait=True
     )
     results = []
     runner = threading.Thread(target=lambda: results.append(source.run(publisher)))
@@ -185,7 +185,7 @@ def test_a_live_stream_that_drops_is_reconnected(
     assert results[0].published > VIDEO_FRAMES
     assert results[0].reconnects >= 1
     kinds = [kind for kind, _ in source_events(engine)]
-    assert kinds[:3] == ["started", "disconnected", "reconnected"]
+    assert kinds[:4] == ["started", "connected", "disconnected", "reconnected"]
     assert kinds[-1] == "stopped"
 
 
@@ -201,3 +201,26 @@ def test_camera_indices_and_options_are_checked(video: Path, engine: Engine) -> 
         VideoSource("rtsp://host/stream", "L1", "C1", engine=engine, loop=True)
     with pytest.raises(ValueError, match="fps_cap"):
         VideoSource(str(video), "L1", "C1", engine=engine, fps_cap=0)
+
+
+def test_a_stop_at_a_full_queue_ends_the_run_and_counts_the_unsent_frames_as_dropped(video: Path, engine: Engine, redis: Redis) -> None:
+    full = Publisher(redis, queue_name=QUEUE, batch_size=8, max_wait_s=60, max_queued_jobs=1, policy="block")
+    source = VideoSource(str(video), "L1", "C1", engine=engine)
+    stats = stopped_at_a_full_queue(lambda stop: source.run(full, stop_event=stop), full, buffered=8)
+    assert (stats.published, stats.unsent) == (15, 8)
+    assert int(redis.hget(DROPS_KEY, "L1/C1")) == 8
+    assert ("dropped", "8 frames not sent: stopped while the queue was full") in source_events(engine)
+
+
+@pytest.mark.parametrize("missing", ["rtsp://127.0.0.1:1/no-such-stream", "missing.avi", "9"])
+def test_a_source_that_never_existed_fails_at_once_with_its_reason(
+    missing: str, tmp_path: Path, engine: Engine, publisher: Publisher
+) -> None:
+    target = missing if "://" in missing or missing.isdigit() else str(tmp_path / missing)
+    source = VideoSource(target, "L1", "C1", engine=engine)
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailableError, match="cannot be opened: (.*refused|no such file|there is no camera 9)"):
+        source.run(publisher)
+    assert time.monotonic() - started < 2
+    (kind, message), = [(kind, message) for kind, message in source_events(engine) if kind == "error"]
+    assert "cannot be opened" in message

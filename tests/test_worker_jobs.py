@@ -38,7 +38,7 @@ from store.artifacts import FileArtifactStore
 from store.records import activate_model, inspections_frame, register_model
 from worker.context import WorkerContext, installed
 from worker.errors import NoWorkerContextError
-from worker.jobs import EXPIRED_REASON, score_batch, score_frames
+from worker.jobs import EXPIRED_REASON, UNRECORDABLE_REASON, score_batch, score_frames
 from worker.model_cache import ModelCache
 
 
@@ -302,6 +302,24 @@ def test_a_malformed_entry_is_recorded_when_it_can_be(line_redis, sqlite_engine,
     assert outcome.unrecordable == 1
     with pytest.raises(TypeError, match="frames"):
         score_batch(make_context(line_redis, sqlite_engine, tmp_path), {"frame": []})
+
+
+def test_a_result_that_makes_no_valid_row_gets_its_own_error_row(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    """An origin longer than its column (a deep --recursive path) fails its own frame, not the batch."""
+    register_checkpoint(sqlite_engine, small_checkpoint)
+    rng = np.random.default_rng(5)
+    deep = "/".join(["deeper"] * 200) + "/part.png"  # 1,408 characters; the column holds 1,024
+    frames = [make_frame(png(make_part(rng, defective=False)), origin) for origin in ("first", deep, "last")]
+    publish(line_redis, frames, batch_size=len(frames))
+
+    outcome = score_batch(make_context(line_redis, sqlite_engine, tmp_path), queued_payloads(line_redis)[0])
+
+    assert (outcome.frames, outcome.scored, outcome.errors) == (3, 2, 1)
+    table = inspections_frame(sqlite_engine).set_index("frame_id")
+    bad = table.loc[frames[1].frame_id]
+    assert bad["verdict"] == "error" and bad["error"].startswith(f"{UNRECORDABLE_REASON}: ") and "origin has 1408 characters" in bad["error"]
+    assert len(bad["origin"]) == 1024 and bad["origin"].endswith("…")
+    assert list(table.loc[[frames[0].frame_id, frames[2].frame_id], "verdict"]) == ["good", "good"]
 
 
 def test_a_registered_export_is_scored_by_its_runtime(line_redis, sqlite_engine, small_checkpoint, small_onnx_export, tmp_path):  # noqa: F811

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
+from ci_requirements import bound_by_file_modes
 from line_fixtures import (
     QUEUE,
+    REPO_ROOT,
     line_redis,  # noqa: F401 - fixture
     line_settings,  # noqa: F401 - fixture
     make_frame,
@@ -148,3 +152,129 @@ def test_a_bad_device_flag_is_one_clear_line(sqlite_line_settings, capsys):  # n
     assert code == 2
     err = capsys.readouterr().err
     assert "cuda:99" in err and "Traceback" not in err
+
+
+def test_jobs_taken_by_a_worker_that_died_before_starting_them_are_retried(line_redis, sqlite_line_settings, small_checkpoint):  # noqa: F811
+    """The take-to-start gap: a worker killed after taking a job off the queue (into rq's
+    intermediate queue) and before starting it. rq's cleanup retries the job, since the job has its
+    retries from enqueue; it used to fail it."""
+    engine = make_engine(sqlite_line_settings.database_url)
+    try:
+        assert main(["db", "upgrade"]) == 0
+        register_checkpoint(engine, small_checkpoint)
+        rng = np.random.default_rng(23)
+        frames = [make_frame(png(make_part(rng, defective=False)), f"part-{i}") for i in range(4)]
+        publish(line_redis, frames, batch_size=2)
+        queue = make_queue(line_redis, QUEUE)
+        # What a worker's dequeue does, then it dies: both jobs sit in the intermediate queue, unstarted.
+        taken = [line_redis.lmove(queue.key, queue.intermediate_queue_key).decode() for _ in range(2)]
+        assert queue.count == 0
+        # rq takes a job for stuck once it saw it there over a minute ago; this one was seen two minutes ago.
+        for job_id in taken:
+            line_redis.set(queue.intermediate_queue.get_first_seen_key(job_id), time.time() - 120)
+
+        run_worker(
+            sqlite_line_settings.redis_url, sqlite_line_settings.database_url, sqlite_line_settings.artifacts_url, QUEUE,
+            WorkerOptions(device="cpu", burst=True, name="cleaner"),
+        )
+
+        table = inspections_frame(engine)
+        assert sorted(table["frame_id"]) == sorted(frame.frame_id for frame in frames)
+        assert (table["verdict"] == "good").all()
+        assert queue.failed_job_registry.count == 0 and line_redis.llen(queue.intermediate_queue_key) == 0
+    finally:
+        engine.dispose()
+
+
+def test_a_poison_frame_gets_one_dead_letter_row_after_its_attempts_and_the_rest_are_scored(line_redis, sqlite_line_settings, small_checkpoint, tmp_path):  # noqa: F811
+    """Writing a flagged frame's pictures fails every time (the artifact folder cannot be made, as on a
+    full disk): its job is retried, then its frames are scored one by one; the good ones get their
+    rows, the flagged one a final error row saying why, and the job stays failed for `lineguard jobs`."""
+    engine = make_engine(sqlite_line_settings.database_url)
+    try:
+        assert main(["db", "upgrade"]) == 0
+        register_checkpoint(engine, small_checkpoint)
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_bytes(b"")
+        rng = np.random.default_rng(24)
+        frames = [make_frame(png(make_part(rng, defective=i == 1)), f"part-{i}") for i in range(3)]
+        publish(line_redis, frames, batch_size=3)
+
+        run_worker(
+            sqlite_line_settings.redis_url, sqlite_line_settings.database_url, str(blocker / "artifacts"), QUEUE,
+            WorkerOptions(device="cpu", burst=True, good_sample_every=0, name="poisoned"),
+        )
+
+        table = inspections_frame(engine).set_index("frame_id")
+        assert sorted(table.index) == sorted(frame.frame_id for frame in frames)
+        poison = table.loc[frames[1].frame_id]
+        assert poison["verdict"] == "error" and poison["error"].startswith("dead letter: scoring failed on every attempt")
+        assert "NotADirectoryError" in poison["error"] or "not-a-folder" in poison["error"], poison["error"]
+        assert list(table.loc[[frames[0].frame_id, frames[2].frame_id], "verdict"]) == ["good", "good"]
+        queue = make_queue(line_redis, QUEUE)
+        assert queue.count == 0 and queue.failed_job_registry.count == 1
+    finally:
+        engine.dispose()
+
+
+def test_a_checkpoint_that_fails_to_read_is_waited_out_not_recorded_as_errors(line_redis, sqlite_line_settings, small_checkpoint, tmp_path):  # noqa: F811
+    engine = make_engine(sqlite_line_settings.database_url)
+    try:
+        assert main(["db", "upgrade"]) == 0
+        checkpoint = tmp_path / "model.pt"
+        checkpoint.write_bytes(small_checkpoint.read_bytes())
+        register_checkpoint(engine, checkpoint)
+        checkpoint.chmod(0)  # its read fails (PermissionError, an OSError) until the mode comes back
+        rng = np.random.default_rng(25)
+        frames = [make_frame(png(make_part(rng, defective=False)), f"part-{i}") for i in range(2)]
+        publish(line_redis, frames, batch_size=2)
+        log = tmp_path / "worker.log"
+        with log.open("wb") as output:
+            worker = subprocess.Popen(
+                bound_by_file_modes([sys.executable, "-m", "lineguard.cli", "worker", "--device", "cpu", "--burst", "--name", "patient"]),
+                stdout=output, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            )
+        try:
+            wait_until(lambda: "the model's checkpoint is unreachable" in log.read_text(), 60, "the worker to wait for the checkpoint")
+            assert row_count(engine) == 0
+            checkpoint.chmod(0o644)
+            assert worker.wait(timeout=60) == 0
+        finally:
+            stop(worker, signal.SIGKILL)
+        table = inspections_frame(engine)
+        assert sorted(table["frame_id"]) == sorted(frame.frame_id for frame in frames)
+        assert (table["verdict"] == "good").all(), table["error"].tolist()
+        assert "the model's checkpoint is back" in log.read_text()
+    finally:
+        engine.dispose()
+
+
+def test_a_batch_past_its_deadline_is_given_back_and_the_worker_restarts(line_redis, sqlite_line_settings, small_checkpoint, tmp_path):  # noqa: F811
+    """A deadline no batch can meet: the watchdog fails the job with the reason and the process
+    starts afresh; on the job's last attempt its frames end with one row each (scored, or a dead letter)."""
+    engine = make_engine(sqlite_line_settings.database_url)
+    try:
+        assert main(["db", "upgrade"]) == 0
+        register_checkpoint(engine, small_checkpoint)
+        rng = np.random.default_rng(26)
+        frames = [make_frame(png(make_part(rng, defective=False)), f"part-{i}") for i in range(2)]
+        publish(line_redis, frames, batch_size=2)
+        queue = make_queue(line_redis, QUEUE)
+        line_redis.hset(f"rq:job:{queue.job_ids[0]}", "retries_left", 0)  # its last attempt
+
+        log = tmp_path / "worker.log"
+        worker = start_lineguard("worker", "--device", "cpu", "--burst", "--batch-deadline", "0.01", "--name", "hasty", log_path=log)
+        try:
+            assert worker.wait(timeout=120) == 0
+        finally:
+            stop(worker, signal.SIGKILL)
+
+        text = log.read_text()
+        assert "batch deadline of 0.01 s passed with 1 jobs unfinished; worker restarted" in text, text[-2000:]
+        assert text.count("worker hasty on queue") == 2, text[-2000:]  # the same command, started again
+        table = inspections_frame(engine)
+        assert sorted(table["frame_id"]) == sorted(frame.frame_id for frame in frames)
+        failed = queue.failed_job_registry.get_job_ids()
+        assert len(failed) == 1 and "batch deadline" in queue.fetch_job(failed[0]).latest_result().exc_string
+    finally:
+        engine.dispose()

@@ -6,7 +6,9 @@ dashboard read; all of them import this module and nothing else spells a key or 
 - Frame bytes: one Redis string per frame under ``lineguard:frame:<frame_id>``, with a TTL.
 - A job is an rq job (JSON serializer, never pickle) calling `SCORE_FRAMES_FUNCTION` with one
   argument, ``{"frames": [FrameEntry.to_json(), ...]}``, and nothing else: no instance, keyword
-  arguments, callbacks, webhooks or dependencies (`foreign_job_reason` checks all of it).
+  arguments, callbacks, webhooks or dependencies (`foreign_job_reason` checks all of it). It carries
+  its `JOB_RETRIES` retries from the moment it is enqueued (`enqueue_scoring_job`), so that a job a
+  worker took and never started (killed in between) is retried by rq's cleanup, not failed.
 - Counters: hashes of frames published and dropped per ``"<line>/<camera>"``, and of refused jobs
   per function name.
 
@@ -23,7 +25,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from redis import Redis
-from rq import Queue
+from redis.client import Pipeline
+from rq import Queue, Retry
 from rq.exceptions import DeserializationError
 from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
@@ -48,6 +51,13 @@ DROPS_KEY = "lineguard:drops"
 
 REFUSED_JOBS_KEY = "lineguard:refused_jobs"
 """Redis hash: jobs a worker refused to run, per function name (as the job named it, shortened)."""
+
+JOB_RETRIES = 3
+"""Times a scoring job goes back to the queue (its worker died, or scoring it failed) before it is
+failed and its frames get dead-letter rows: each frame gets at most JOB_RETRIES + 1 attempts."""
+
+DEAD_LETTERS_META = "lineguard_dead_letters"
+"""Key of a failed job's rq meta: how many dead-letter rows its frames got (absent: none written yet)."""
 
 SERIALIZER = JSONSerializer
 """rq serializer of every job and worker of the line: JSON, so nothing read from Redis is unpickled."""
@@ -176,6 +186,29 @@ def encode_payload(entries: Sequence[FrameEntry]) -> dict[str, Any]:
     return {"frames": [entry.to_json() for entry in entries]}
 
 
+def enqueue_scoring_job(
+    queue: Queue,
+    entries: Sequence[FrameEntry],
+    *,
+    pipeline: Pipeline,
+    job_timeout_s: int,
+    result_ttl_s: int,
+    failure_ttl_s: int,
+    description: str,
+) -> Job:
+    """Add the scoring job of `entries` to `queue` inside the open transaction `pipeline`, with its retries."""
+    return queue.enqueue(
+        SCORE_FRAMES_FUNCTION,
+        encode_payload(entries),
+        job_timeout=job_timeout_s,
+        result_ttl=result_ttl_s,
+        failure_ttl=failure_ttl_s,
+        retry=Retry(max=JOB_RETRIES),
+        description=description,
+        pipeline=pipeline,
+    )
+
+
 def payload_entries(payload: Any) -> list[Any]:
     """The raw frame entries of a payload (each still to be checked by `FrameEntry.from_json`)."""
     frames = payload.get("frames") if isinstance(payload, dict) else None
@@ -212,6 +245,14 @@ def job_frame_entries(job: Job) -> list[Any] | None:
         return payload_entries(job.args[0])
     except InvalidPayloadError:
         return None
+
+
+def job_failure(job: Job) -> str:
+    """The last line of the error that failed `job` as rq recorded it (the exception, not its traceback)."""
+    result = job.latest_result()
+    text = result.exc_string if result is not None else None
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no error recorded"
 
 
 def shown_function_name(function: object) -> str:

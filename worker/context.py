@@ -22,10 +22,10 @@ from sqlalchemy import Engine
 from store.artifacts import ArtifactStore
 from store.db import is_database_outage
 from wire.connections import OutageWaiter, is_redis_outage
-from worker.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GOOD_SAMPLE_EVERY
+from worker.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DECODE_BUDGET_MB, DEFAULT_GOOD_SAMPLE_EVERY
 from worker.drift import DriftMonitor
 from worker.errors import NoWorkerContextError
-from worker.model_cache import ModelCache
+from worker.model_cache import ModelCache, is_checkpoint_read_error
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,13 @@ class WorkerContext:
         name: this worker's name, recorded in every row it writes.
         batch_size: most frames scored in one forward pass; a job's frames are split to fit.
         good_sample_every: keep pictures of one good frame in this many (0: none).
+        decode_budget_bytes: most bytes of decoded frames and their anomaly maps held at once.
         drift: the recent deviations of the cameras this worker scores (drift alarms).
         verdict_topic_prefix: topic prefix of the verdicts queued in the outbox with the rows;
             None when no sink is configured (then no verdict is queued).
-        redis_waiter, database_waiter: wait out outages of Redis and the database (the worker
-            process passes its own, which stop waiting when the worker is asked to stop).
+        redis_waiter, database_waiter, checkpoint_waiter: wait out outages of Redis, the
+            database and the model files (a checkpoint read failing with an I/O error); the worker
+            process passes its own, which stop waiting when the worker is asked to stop.
     """
 
     redis: Redis
@@ -54,14 +56,18 @@ class WorkerContext:
     name: str
     batch_size: int = DEFAULT_BATCH_SIZE
     good_sample_every: int = DEFAULT_GOOD_SAMPLE_EVERY
+    decode_budget_bytes: int = DEFAULT_DECODE_BUDGET_MB * 2**20
     verdict_topic_prefix: str | None = None
     drift: DriftMonitor = field(default_factory=DriftMonitor)
     redis_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("Redis", is_redis_outage))
     database_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("the database", is_database_outage))
+    checkpoint_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("the model's checkpoint", is_checkpoint_read_error))
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.decode_budget_bytes < 1:
+            raise ValueError(f"decode_budget_bytes must be at least 1, got {self.decode_budget_bytes}")
         if self.good_sample_every < 0:
             raise ValueError(f"good_sample_every must be >= 0 (0 keeps no good frames), got {self.good_sample_every}")
 

@@ -16,3 +16,9 @@ DEFAULT_MAX_RETRIES = 3
 WORKER_TTL_MARGIN_S = 15
 #: Lease renewals per lease: a lease survives a few missed heartbeats.
 HEARTBEATS_PER_LEASE = 4
+#: Frames larger than this many pixels on their longer side are scaled down to it as soon as they are
+#: decoded: the model works at a fraction of it, and a reviewer's picture keeps its detail.
+MAX_FRAME_SIDE = 2048
+#: Megabytes of decoded frames (and their anomaly maps) a worker holds at once; a batch over it is
+#: decoded and scored a few frames at a time.
+DEFAULT_DECODE_BUDGET_MB = 512

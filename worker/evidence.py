@@ -7,7 +7,6 @@ overwrites the same keys. Keys read ``<line>/<camera>/<capture date>/<frame id>.
 
 from __future__ import annotations
 
-import re
 import zlib
 from datetime import UTC, datetime
 
@@ -16,13 +15,11 @@ import numpy as np
 
 from model.report import overlay_heatmap
 from model.scoring import ImageScore, InspectionModel
-from store.artifacts import ArtifactStore
+from store.artifacts import ArtifactStore, key_part
 from store.errors import ArtifactError
 
 #: JPEG quality of stored frames and overlays: fine scratches stay visible to a reviewer.
 JPEG_QUALITY = 92
-# Characters an artifact key part may hold; anything else in a line or camera name becomes '_'.
-_UNSAFE_KEY_CHARACTERS = re.compile(r"[^A-Za-z0-9_=+.-]")
 
 
 def keeps_good_sample(frame_id: str, every: int) -> bool:
@@ -33,9 +30,9 @@ def keeps_good_sample(frame_id: str, every: int) -> bool:
 def evidence_keys(line: str, camera: str, captured_at: datetime, frame_id: str) -> tuple[str, str]:
     """(image key, heatmap key) of a frame; the same frame always gets the same keys."""
     folder = "/".join(
-        (_key_part(line), _key_part(camera), captured_at.astimezone(UTC).strftime("%Y-%m-%d"))
+        (key_part(line), key_part(camera), captured_at.astimezone(UTC).strftime("%Y-%m-%d"))
     )
-    stem = f"{folder}/{_key_part(frame_id)}"
+    stem = f"{folder}/{key_part(frame_id)}"
     return f"{stem}.image.jpg", f"{stem}.heatmap.jpg"
 
 
@@ -69,8 +66,3 @@ def _jpeg(rgb: np.ndarray, key: str) -> bytes:
     if not encoded_ok:
         raise ArtifactError(f"OpenCV could not encode artifact {key} ({rgb.shape}) as JPEG")
     return encoded.tobytes()
-
-
-def _key_part(name: str) -> str:
-    """`name` as one artifact key part: unsafe characters replaced, no leading dot, not empty."""
-    return _UNSAFE_KEY_CHARACTERS.sub("_", name).lstrip(".") or "_"

@@ -2,9 +2,11 @@
 
 `score_frames` is what the publisher enqueues (``worker.jobs.score_frames``). For a batch it
 1. fetches every frame's bytes from Redis in one round trip;
-2. decodes them; a frame that cannot be decoded, or whose bytes expired, gets an error row (bytes
-   missing before their expiry were lost with Redis: no row, the source's ledger recovers them);
-3. groups the rest by the active model of their line (a line without one: error rows) and scores
+2. decodes them a few at a time, within the worker's decode budget, each cut to MAX_FRAME_SIDE
+   pixels as soon as it is decoded; a frame that cannot be decoded, or whose bytes expired, gets an
+   error row (bytes missing before their expiry were lost with Redis: no row, the source's ledger
+   recovers them);
+3. groups each chunk by the active model of their line (a line without one: error rows) and scores
    each group in forward passes of at most the worker's batch size;
 4. writes the image and heatmap of flagged frames (and of a sample of good ones) as artifacts;
 5. writes all rows of the batch in one transaction, with their verdicts for the line (the outbox,
@@ -17,28 +19,31 @@ the batch recorded it is skipped rather than overwritten with an "expired" error
 
 Redis and the database being away is not the batch's fault: every step that needs them is retried
 in place until they are back (the context's outage waiters), so the batch is kept and no retry of
-the job is spent on an outage.
+the job is spent on an outage. A checkpoint that fails to read (an I/O error) is waited out alike.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import cv2
 import numpy as np
 
 from model.errors import InvalidImageError
 from model.images import decode_image
 from model.scoring import InspectionModel
+from store.errors import InvalidRecordError
 from store.records import InspectionRecord, recorded_frame_ids, write_inspections
 from store.schema import ERROR_VERDICT, FLAGGED_VERDICT, Inspection
 from wire.metrics import observe_forward_pass, observe_recorded
 from wire.protocol import FrameEntry, InvalidPayloadError, payload_entries
 from worker.context import WorkerContext, current_context
+from worker.defaults import MAX_FRAME_SIDE
 from worker.errors import WorkerError
 from worker.evidence import evidence_keys, keeps_good_sample, save_evidence
 from worker.drift import record_alarm_changes
@@ -50,6 +55,13 @@ logger = logging.getLogger(__name__)
 GOOD_VERDICT = "good"
 #: Start of the error of a frame whose bytes were no longer in Redis.
 EXPIRED_REASON = "frame bytes expired"
+#: Start of the error of a frame whose result made no valid row.
+UNRECORDABLE_REASON = "result not recordable"
+#: Start of the error row of a frame whose job failed on every attempt (see `record_dead_letters`).
+DEAD_LETTER_REASON = "dead letter"
+#: Bytes a decoded frame holds while it is scored, per byte of its RGB pixels (3 a pixel): the pixels,
+#: its anomaly map and the map's normalised copy (4 each, float32) and the heatmap overlay (3).
+SCORING_BYTES_PER_IMAGE_BYTE = 14 / 3
 # The fields an error row cannot do without, and the longest value each column holds.
 _IDENTITY_FIELDS = {name: Inspection.__table__.c[name].type.length for name in ("frame_id", "line", "camera")}
 
@@ -88,10 +100,11 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
     outcome = BatchOutcome(frames=len(entries))
     records: list[InspectionRecord] = []
     frames = _read_metadata(context, entries, started_at, records, outcome)
-    images_by_line = _fetch_and_decode(context, frames, started_at, records, outcome)
-    for model, group in _group_by_model(context, images_by_line, started_at, records):
-        for start in range(0, len(group), context.batch_size):
-            records += _score_group(context, model, group[start : start + context.batch_size], started_at)
+    fetched = _fetch(context, frames, started_at, records, outcome)
+    # Decoded a few at a time: the frames held at once (and their anomaly maps) stay within the budget.
+    for images_by_line in _decoded_within_budget(context, fetched, started_at, records):
+        _score_chunk(context, images_by_line, started_at, records)
+        del images_by_line  # so that the next chunk is decoded without this one held
 
     outbox = verdict_outbox(records, context.verdict_topic_prefix)
     context.database_waiter.call(lambda: write_inspections(context.engine, records, outbox), f"writing {len(records)} rows")
@@ -116,6 +129,26 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
     return outcome
 
 
+def record_dead_letters(context: WorkerContext, payload: Any, reason: str) -> int:
+    """Give each frame of a job failed for good that has no row yet its final error row, saying
+    `reason`, so that its source's ledger settles it instead of publishing it again. Returns the
+    rows written. The frame bytes are left to their expiry, for `lineguard jobs retry`."""
+    started_at = datetime.now(UTC)
+    try:
+        entries = payload_entries(payload)
+    except InvalidPayloadError:
+        return 0  # nothing in it names a frame
+    records: list[InspectionRecord] = []
+    frames = _read_metadata(context, entries, started_at, records, BatchOutcome())
+    records += [_error_record(frame, f"{DEAD_LETTER_REASON}: {reason}", started_at, context.name) for frame in frames]
+    ids = [record.frame_id for record in records]
+    recorded = context.database_waiter.call(lambda: recorded_frame_ids(context.engine, ids), "looking for rows")
+    letters = [record for record in records if record.frame_id not in recorded]
+    outbox = verdict_outbox(letters, context.verdict_topic_prefix)
+    context.database_waiter.call(lambda: write_inspections(context.engine, letters, outbox), f"writing {len(letters)} dead letters")
+    return len(letters)
+
+
 def _read_metadata(
     context: WorkerContext, entries: list[Any], started_at: datetime, records: list[InspectionRecord], outcome: BatchOutcome
 ) -> list[FrameEntry]:
@@ -136,42 +169,86 @@ def _read_metadata(
     return frames
 
 
-def _fetch_and_decode(
+def _fetch(
     context: WorkerContext,
     frames: list[FrameEntry],
     started_at: datetime,
     records: list[InspectionRecord],
     outcome: BatchOutcome,
-) -> dict[str, list[tuple[FrameEntry, np.ndarray]]]:
-    """Decoded frames by line, their bytes fetched in one round trip; frames whose bytes expired
-    or do not decode get error rows in `records`; frames already recorded, or whose bytes Redis
-    lost before their expiry, are only counted in `outcome`."""
+) -> list[tuple[FrameEntry, bytes]]:
+    """The frames' encoded bytes, fetched in one round trip; frames whose bytes expired get error
+    rows in `records`; frames already recorded, or whose bytes Redis lost before their expiry, are
+    only counted in `outcome`."""
     keys = [frame.key for frame in frames]
     blobs = context.redis_waiter.call(lambda: context.redis.mget(keys), "fetching frame bytes") if frames else []
     gone = [frame.frame_id for frame, blob in zip(frames, blobs) if blob is None]
     recorded_before = context.database_waiter.call(lambda: recorded_frame_ids(context.engine, gone), "looking for rows")
-    images_by_line: dict[str, list[tuple[FrameEntry, np.ndarray]]] = {}
+    fetched = []
     for frame, blob in zip(frames, blobs):
-        if blob is None:
-            if frame.frame_id in recorded_before:
-                outcome.already_recorded += 1  # an earlier run of this job wrote it, then deleted the bytes
-            elif not frame.expired(started_at):
-                # Not expired, not recorded: Redis lost it. Not the frame's fault, so no error row;
-                # its source's ledger publishes it again (a folder) or counts it lost (a stream).
-                outcome.lost_with_redis += 1
-                logger.warning("%s: its bytes are gone from Redis before their expiry; left to its source's ledger", frame.label)
-            else:
-                reason = f"{EXPIRED_REASON}: {frame.key} was no longer in Redis when a worker took the frame"
-                records.append(_error_record(frame, reason, started_at, context.name))
-            continue
+        if blob is not None:
+            fetched.append((frame, blob))
+        elif frame.frame_id in recorded_before:
+            outcome.already_recorded += 1  # an earlier run of this job wrote it, then deleted the bytes
+        elif not frame.expired(started_at):
+            # Not expired, not recorded: Redis lost it. Not the frame's fault, so no error row;
+            # its source's ledger publishes it again (a folder) or counts it lost (a stream).
+            outcome.lost_with_redis += 1
+            logger.warning("%s: its bytes are gone from Redis before their expiry; left to its source's ledger", frame.label)
+        else:
+            reason = f"{EXPIRED_REASON}: {frame.key} was no longer in Redis when a worker took the frame"
+            records.append(_error_record(frame, reason, started_at, context.name))
+    return fetched
+
+
+def _decoded_within_budget(
+    context: WorkerContext, fetched: list[tuple[FrameEntry, bytes]], started_at: datetime, records: list[InspectionRecord]
+) -> Iterator[dict[str, list[tuple[FrameEntry, np.ndarray]]]]:
+    """The fetched frames decoded, by line, in chunks whose frames and anomaly maps fit in the
+    worker's decode budget (at least one frame a chunk). Each frame is cut to MAX_FRAME_SIDE as
+    soon as it is decoded, so one full-size frame at most is held at full size. Frames that do not
+    decode get error rows in `records`."""
+    chunk: dict[str, list[tuple[FrameEntry, np.ndarray]]] = {}
+    held = 0
+    for frame, blob in fetched:
         try:
-            images_by_line.setdefault(frame.line, []).append((frame, decode_image(blob, frame.label)))
+            image = _fit_to_side(decode_image(blob, frame.label), MAX_FRAME_SIDE)
         except InvalidImageError as error:
             records.append(_error_record(frame, str(error), started_at, context.name))
+            continue
         except Exception as error:  # noqa: BLE001 - whatever a decoder does with one frame stays with that frame
             reason = f"{frame.label}: decoding failed ({type(error).__name__}: {error})"
             records.append(_error_record(frame, reason, started_at, context.name))
-    return images_by_line
+            continue
+        cost = image.nbytes * SCORING_BYTES_PER_IMAGE_BYTE
+        if chunk and held + cost > context.decode_budget_bytes:
+            yield chunk
+            chunk, held = {}, 0
+        chunk.setdefault(frame.line, []).append((frame, image))
+        held += cost
+    if chunk:
+        yield chunk
+
+
+def _fit_to_side(image: np.ndarray, longest_side: int) -> np.ndarray:
+    """`image` scaled down (area averaging) so that its longer side is at most `longest_side`."""
+    height, width = image.shape[:2]
+    if max(height, width) <= longest_side:
+        return image
+    scale = longest_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _score_chunk(
+    context: WorkerContext,
+    images_by_line: dict[str, list[tuple[FrameEntry, np.ndarray]]],
+    started_at: datetime,
+    records: list[InspectionRecord],
+) -> None:
+    """Score one chunk of decoded frames, by model, in forward passes of at most the batch size; rows into `records`."""
+    for model, group in _group_by_model(context, images_by_line, started_at, records):
+        for start in range(0, len(group), context.batch_size):
+            records += _score_group(context, model, group[start : start + context.batch_size], started_at)
 
 
 def _group_by_model(
@@ -187,7 +264,12 @@ def _group_by_model(
     groups: dict[str, tuple[InspectionModel, list[tuple[FrameEntry, np.ndarray]]]] = {}
     for line, items in images_by_line.items():
         try:
-            model = context.database_waiter.call(lambda line=line: context.models.model_for_line(line), "reading the active models")
+            model = context.checkpoint_waiter.call(
+                lambda line=line: context.database_waiter.call(
+                    lambda: context.models.model_for_line(line), "reading the active models"
+                ),
+                f"loading the model of line {line}",
+            )
         except WorkerError as error:
             records += [_error_record(frame, str(error), started_at, context.name) for frame, _ in items]
             continue
@@ -232,20 +314,43 @@ def _score_group(
 
 def _frame_record(frame: FrameEntry, started_at: datetime, worker: str, **outcome: Any) -> InspectionRecord:
     """The row of `frame`: its identity and times, and the `outcome` fields (verdict, scores or error).
-    InspectionRecord rejects an unknown field, so a misspelt outcome cannot pass silently."""
+
+    InspectionRecord rejects an unknown field, so a misspelt outcome cannot pass silently. An outcome
+    that makes no valid row (a NaN score, an origin longer than its column) gives the frame its own
+    error row saying why, so that one bad record never fails the frames of its batch with it.
+    """
+    try:
+        return _record(frame, started_at, worker, frame.findable_origin, **outcome)
+    except InvalidRecordError as error:
+        logger.error("%s: its result makes no valid row (%s); recorded as an error", frame.label, error)
+        return _record(
+            frame, started_at, worker, _fitted(frame.findable_origin, "origin"),
+            source=_fitted(frame.source, "source"), verdict=ERROR_VERDICT, error=f"{UNRECORDABLE_REASON}: {error}",
+        )
+
+
+def _record(frame: FrameEntry, started_at: datetime, worker: str, origin: str | None, **outcome: Any) -> InspectionRecord:
+    fields = {"source": frame.source, **outcome}
     return InspectionRecord(
         frame_id=frame.frame_id,
         line=frame.line,
         camera=frame.camera,
-        source=frame.source,
         captured_at=frame.captured_at,
         enqueued_at=frame.enqueued_at,
         started_at=started_at,
         finished_at=datetime.now(UTC),
         worker=worker,
-        origin=frame.findable_origin,
-        **outcome,
+        origin=origin,
+        **fields,
     )
+
+
+def _fitted(text: str | None, column: str) -> str | None:
+    """`text` cut to what column `column` of the inspections holds, marked as cut."""
+    longest = Inspection.__table__.c[column].type.length
+    if text is None or len(text) <= longest:
+        return text
+    return text[: longest - 1] + "…"
 
 
 def _error_record(frame: FrameEntry, reason: str, started_at: datetime, worker: str) -> InspectionRecord:
@@ -263,7 +368,7 @@ def _metadata_error_record(entry: Any, error: Exception, started_at: datetime, w
         frame_id=entry["frame_id"],
         line=entry["line"],
         camera=entry["camera"],
-        source=str(entry.get("source") or "unknown"),
+        source=_fitted(str(entry.get("source") or "unknown"), "source"),
         captured_at=started_at,
         enqueued_at=started_at,
         started_at=started_at,

@@ -9,8 +9,18 @@ the `rq` requirement is pinned to the minor version whose internals it uses):
   anything a job names; any other job is deleted, logged and counted, and the worker goes on.
 - **Leases.** Each taken job is leased for `lease_s` and renewed from a heartbeat thread while it
   runs, so a dead worker's jobs go back to the queue within about three leases (expiry, the next
-  registry cleanup, a worker waking); each job gets `max_retries` retries at its first start, so
-  that cleanup requeues rather than fails it.
+  registry cleanup, a worker waking). Jobs carry their retries from enqueue (`wire.protocol`), so
+  rq's cleanup requeues rather than fails the job of a dead worker, even one killed after taking the
+  job and before starting it (rq's intermediate-queue cleanup); a job enqueued without retries gets
+  `max_retries` at its first start.
+- **Dead letters.** A job that failed for good (its retries spent, whoever failed it: this worker's
+  scoring or rq's cleanup of a worker that died on every attempt) gets a final error row for each of
+  its frames without one (`worker.jobs.record_dead_letters`), so its source's ledger settles them
+  instead of publishing them again; the job stays in the failed registry (`lineguard jobs`).
+- **Deadline.** A batch that outlives its deadline (`worker.deadline`) is given back to rq by a
+  watchdog thread, its jobs failed with the reason (a retry spent), and the process restarted.
+- **Named states.** The loop is always in one `LoopState`; a stop signal ends it at once only while
+  it waits for a job, and otherwise once the jobs it holds are scored or handed back.
 - **Batching.** A worker that falls behind takes the waiting jobs that fit in `batch_size` frames
   and scores their frames in one forward pass; each job is leased and started first, so a worker
   dying meanwhile leaves every one of them to be retried.
@@ -23,6 +33,7 @@ the `rq` requirement is pinned to the minor version whose internals it uses):
 
 from __future__ import annotations
 
+import enum
 import logging
 import sys
 import threading
@@ -35,11 +46,20 @@ from rq import Queue, SimpleWorker, worker_registration
 from rq.exceptions import DequeueTimeout, StopRequested
 from rq.executions import Execution
 from rq.job import Job
+from rq.registry import FailedJobRegistry
 from rq.utils import now
 from rq.worker import WorkerStatus
 
 from wire.connections import OutageInterrupted, OutageWaiter, is_redis_outage
-from wire.protocol import count_refused_job, foreign_job_reason, job_frame_entries, shown_function_name
+from wire.protocol import (
+    DEAD_LETTERS_META,
+    SERIALIZER,
+    count_refused_job,
+    foreign_job_reason,
+    job_failure,
+    job_frame_entries,
+    shown_function_name,
+)
 from worker.context import current_context
 from worker.defaults import (
     DEFAULT_BATCH_SIZE,
@@ -48,9 +68,23 @@ from worker.defaults import (
     HEARTBEATS_PER_LEASE,
     WORKER_TTL_MARGIN_S,
 )
-from worker.jobs import score_batch
+from worker.deadline import BatchDeadline, restart_process, watched
+from worker.jobs import record_dead_letters, score_batch
 
 logger = logging.getLogger(__name__)
+
+
+class LoopState(enum.Enum):
+    """Where the work loop is; what a stop signal does depends on it (see `LeasedWorker._shutdown`)."""
+
+    STARTING = "registering the worker"
+    WAITING = "waiting for a job"
+    """Holding no job: a stop ends the loop at once."""
+    TAKING = "taking jobs"
+    """Jobs taken off the queue, not yet started: a stop waits until they are scored."""
+    SCORING = "scoring jobs"
+    """Jobs started and leased: a stop waits until they are scored (or handed back in an outage)."""
+    STOPPING = "stopping"
 
 
 class LeasedWorker(SimpleWorker):
@@ -63,10 +97,13 @@ class LeasedWorker(SimpleWorker):
         lease_s: int = DEFAULT_LEASE_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        deadline: BatchDeadline | None = None,
+        restart: Callable[[], None] = restart_process,
         **kwargs: object,
     ) -> None:
-        """Arguments as for rq's SimpleWorker, plus the lease, the retries granted to each job and
-        the most frames scored together."""
+        """Arguments as for rq's SimpleWorker, plus the lease, the retries granted to each job
+        enqueued without any, the most frames scored together, the batch deadline and how the
+        process restarts once it has given a batch up."""
         kwargs.setdefault("worker_ttl", lease_s + WORKER_TTL_MARGIN_S)
         kwargs.setdefault("maintenance_interval", lease_s)
         kwargs.setdefault("job_monitoring_interval", lease_s)
@@ -74,12 +111,16 @@ class LeasedWorker(SimpleWorker):
         self.lease_s = lease_s
         self.max_retries = max_retries
         self.batch_size = batch_size
+        self.deadline = deadline if deadline is not None else BatchDeadline()
+        self.restart = restart
+        self._given_up = False
         self.redis_waiter = OutageWaiter(
             "Redis", is_redis_outage, should_stop=lambda: self._stop_requested, on_recovered=self._pause_cleanup
         )
         """Waits out Redis outages for the loop and for the jobs (the worker context shares it)."""
         self.refused_jobs = 0
         """Jobs this worker refused to run."""
+        self.loop_state = LoopState.STARTING
         self._cleanup_paused_until = 0.0
 
     # --- the work loop ---
@@ -87,7 +128,7 @@ class LeasedWorker(SimpleWorker):
     def work(self, burst: bool = False, logging_level: str | None = None) -> bool:  # type: ignore[override]
         """Take and run jobs until stopped (SIGINT/SIGTERM) or, with `burst`, until the queue is
         empty; Redis outages are waited out. Returns whether any job was run."""
-        self.redis_waiter.call(lambda: self.bootstrap(logging_level), "registering the worker")
+        self.redis_waiter.call(lambda: self.bootstrap(logging_level), LoopState.STARTING.value)
         self._install_signal_handlers()
         worked = False
         try:
@@ -108,24 +149,31 @@ class LeasedWorker(SimpleWorker):
         except StopRequested:
             pass
         finally:
+            self.loop_state = LoopState.STOPPING
             self._teardown()
         return worked
 
     def _next_job(self, burst: bool) -> tuple[Job, Queue] | None:
         """The next job and its queue; None in burst mode once the queue is empty."""
         self.set_state(WorkerStatus.IDLE)
+        self.loop_state = LoopState.WAITING
         while True:
             self.heartbeat()
             self.check_for_suspension(burst)
             if self.should_run_maintenance_tasks and time.monotonic() >= self._cleanup_paused_until:
                 self.run_maintenance_tasks()
             try:
-                return self.queue_class.dequeue_any(
+                taken = self.queue_class.dequeue_any(
                     self._ordered_queues, None if burst else self.dequeue_timeout, connection=self.connection,
                     job_class=self.job_class, serializer=self.serializer, death_penalty_class=self.death_penalty_class,
                 )
             except DequeueTimeout:
                 continue
+            if taken is not None:
+                # From here a stop waits for the job; one landing before this line leaves the job to
+                # rq's intermediate-queue cleanup, which retries it.
+                self.loop_state = LoopState.TAKING
+            return taken
 
     @property
     def stop_requested(self) -> bool:
@@ -146,11 +194,29 @@ class LeasedWorker(SimpleWorker):
         worker_registration.register(self, connection)
 
     def _shutdown(self) -> None:
-        """rq's warm shutdown without its Redis write: this runs in a signal handler, and Redis may be away."""
-        if self.get_state() == WorkerStatus.BUSY:
-            self._stop_requested = True
-        else:
+        """rq's warm shutdown without its Redis write: this runs in a signal handler, and Redis may be away.
+        Ends the loop at once only while it holds no job."""
+        if self.loop_state in (LoopState.STARTING, LoopState.WAITING):
             raise StopRequested()
+        self._stop_requested = True
+
+    def run_maintenance_tasks(self) -> None:
+        """rq's registry cleanups, then dead letters for the jobs they (or anyone) failed for good."""
+        super().run_maintenance_tasks()
+        for queue in self.queues:
+            self._write_dead_letters(queue, FailedJobRegistry(queue=queue).get_job_ids(cleanup=False))
+
+    def _write_dead_letters(self, queue: Queue, job_ids: list[str]) -> None:
+        """Write the dead-letter rows of the failed jobs `job_ids` that have none yet; mark each job done."""
+        for job in Job.fetch_many(job_ids, connection=self.connection, serializer=SERIALIZER):
+            if job is None or DEAD_LETTERS_META in job.meta or foreign_job_reason(job) is not None:
+                continue
+            reason = f"scoring failed on every attempt; the last: {job_failure(job)}"
+            written = record_dead_letters(current_context(), job.args[0], reason)
+            if written:
+                logger.error("job %s failed for good: %d frames get dead-letter rows (%s)", job.id, written, reason)
+            job.meta[DEAD_LETTERS_META] = written
+            job.save_meta()
 
     def _teardown(self) -> None:
         try:
@@ -174,20 +240,44 @@ class LeasedWorker(SimpleWorker):
             self._refuse(job, queue, reason)
             return
         joined, left_over = self._take_waiting_jobs(job, queue)
+        self.loop_state = LoopState.SCORING
         running: dict[str, tuple[Job, Execution]] = {}
         for each in (job, *joined, *left_over):
             running[each.id] = (each, self.redis_waiter.call(lambda each=each: self._start(each, queue), "starting a job"))
-        with self._leases_renewed(running):
+        frames = sum(len(job_frame_entries(each) or []) for each in (job, *joined, *left_over))
+        deadline_s = self.deadline.seconds_for(frames)
+        started = time.monotonic()
+        # The watchdog runs in a thread of its own, which does not see this thread's context.
+        waiters = (self.redis_waiter, current_context().database_waiter, current_context().checkpoint_waiter)
+
+        def in_outage() -> bool:  # time spent waiting out an outage is not the batch's
+            return any(waiter.in_outage for waiter in waiters)
+
+        with self._leases_renewed(running), watched(deadline_s, lambda: self._give_up(running, queue, deadline_s), in_outage):
             try:
                 for group in ([job, *joined], *([each] for each in left_over)):
                     self._score(group, queue, running)
             except OutageInterrupted:
                 self._hand_back([each for each, _ in running.values()], queue, running)
                 raise
+        self.deadline.measured(frames, time.monotonic() - started)
         self.set_state(WorkerStatus.IDLE)
 
+    def _give_up(self, running: dict[str, tuple[Job, Execution]], queue: Queue, deadline_s: float) -> None:
+        """From the watchdog thread: fail the jobs still running with the reason, then restart the process."""
+        self._given_up = True
+        reason = f"batch deadline of {deadline_s:g} s passed with {len(running)} jobs unfinished; worker restarted"
+        logger.error("%s: giving back %s", reason, ", ".join(running) or "nothing")
+        for job, execution in list(running.values()):
+            try:
+                self.handle_job_failure(job, queue, exc_string=reason, execution=execution)
+            except Exception as error:  # noqa: BLE001 - the job's lease runs out and rq's cleanup retries it
+                logger.error("could not give back job %s (%s); its lease will run out", job.id, error)
+        self._teardown()
+        self.restart()
+
     def _start(self, job: Job, queue: Queue) -> Execution:
-        """Lease and start `job`; granted its retries at its first start."""
+        """Lease and start `job`; one enqueued without retries is granted `max_retries` at its first start."""
         if job.retries_left is None:
             # Publishers enqueue without retries; granted once, then counted down by rq.
             job.retries_left = self.max_retries
@@ -215,9 +305,14 @@ class LeasedWorker(SimpleWorker):
                 return
             exc_info = sys.exc_info()
             job, execution = running.pop(jobs[0].id)
+            failed_for_good = not job.should_retry  # asked before rq's retry counts the job down
+            if failed_for_good:
+                self._score_frames_alone(job)
             self.redis_waiter.call(
                 lambda: self._finish(job, execution, lambda: self._finalize_failure(job, queue, execution, exc_info)), "failing a job"
             )
+            if failed_for_good:
+                self.redis_waiter.call(lambda: self._write_dead_letters(queue, [job.id]), "writing dead letters")
             return
         for job in jobs:
             job, execution = running.pop(job.id)
@@ -228,9 +323,26 @@ class LeasedWorker(SimpleWorker):
                 "finishing a job",
             )
 
+    def _score_frames_alone(self, job: Job) -> None:
+        """On a job's last attempt, score each of its frames on its own, so that only the frames that
+        fail alone get dead-letter rows (a row, once written, is kept by `record_dead_letters`)."""
+        entries = job_frame_entries(job) or []
+        if len(entries) < 2:
+            return
+        for entry in entries:
+            try:
+                score_batch(current_context(), {"frames": [entry]})
+            except OutageInterrupted:
+                raise
+            except Exception as error:  # noqa: BLE001 - this frame's dead letter says why
+                logger.warning("job %s: a frame fails on its own too (%s)", job.id, error)
+
     def _finish(self, job: Job, execution: Execution, finalize: Callable[[], None]) -> None:
         """Record the end of `job` in rq (`finalize`), unless Redis forgot the job meanwhile (a restart
-        without persistence): its rows are written, and nothing is left to finish."""
+        without persistence): its rows are written, and nothing is left to finish. Nothing is
+        finished once the watchdog gave the batch up: it failed the jobs, and the process restarts."""
+        if self._given_up:
+            return
         if not self.connection.exists(job.key):
             self.executions.pop(execution.id, None)
             logger.info("job %s was forgotten by Redis while it ran; its frames are recorded", job.id)

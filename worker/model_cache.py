@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
-from model.errors import ModelError
+from model.errors import CheckpointReadError, ModelError
 from model.export import load_model
 from model.scoring import InspectionModel
 from store.errors import StoreError
@@ -26,6 +26,11 @@ from worker.defaults import DEFAULT_MODEL_REFRESH_S
 from worker.errors import ModelUnavailableError, NoActiveModelError
 
 logger = logging.getLogger(__name__)
+
+
+def is_checkpoint_read_error(error: BaseException) -> bool:
+    """Whether `error` is a checkpoint read that failed with an I/O error: waited out like an outage."""
+    return isinstance(error, CheckpointReadError)
 
 
 class ModelCache:
@@ -70,7 +75,8 @@ class ModelCache:
         """The model `line` scores with now, loaded on first use.
 
         Raises NoActiveModelError when the line has no active model, ModelUnavailableError when
-        its checkpoint cannot be loaded here (missing file, damaged, another device...).
+        its checkpoint cannot be loaded here (missing file, damaged, another device...),
+        CheckpointReadError when reading it failed with an I/O error (worth trying again).
         """
         self._refresh_if_due()
         version = self._active.get(line)
@@ -108,6 +114,8 @@ class ModelCache:
                     f"checkpoint {info.checkpoint_path} holds model {model.version}, "
                     f"but the store registers it as {version}; re-add it with `lineguard models add`"
                 )
+        except CheckpointReadError:
+            raise  # an I/O error: the caller waits it out and tries again (worker.jobs), nothing remembered
         except (ModelError, StoreError, ModelUnavailableError, ValueError, OSError) as error:
             message = f"model {version} cannot be loaded on this worker: {error}"
             self._failed[version] = (message, self._clock())

@@ -26,14 +26,16 @@ from wire.protocol import SERIALIZER, make_queue
 from worker.context import WorkerContext, installed
 from worker.defaults import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_DECODE_BUDGET_MB,
     DEFAULT_GOOD_SAMPLE_EVERY,
     DEFAULT_LEASE_S,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MODEL_REFRESH_S,
     WORKER_TTL_MARGIN_S,
 )
+from worker.deadline import BatchDeadline
 from worker.leased import LeasedWorker
-from worker.model_cache import ModelCache
+from worker.model_cache import ModelCache, is_checkpoint_read_error
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ class WorkerOptions:
     max_retries: int = DEFAULT_MAX_RETRIES
     model_refresh_s: float = DEFAULT_MODEL_REFRESH_S
     good_sample_every: int = DEFAULT_GOOD_SAMPLE_EVERY
+    batch_deadline_s: float | None = None
+    decode_budget_mb: int = DEFAULT_DECODE_BUDGET_MB
     threads: int | None = None
     name: str | None = None
     verdict_topic_prefix: str | None = None  # None: no sink configured, no verdict queued
@@ -68,6 +72,10 @@ class WorkerOptions:
             raise ValueError(f"--model-refresh must be >= 0 seconds, got {self.model_refresh_s}")
         if self.good_sample_every < 0:
             raise ValueError(f"--good-sample-every must be >= 0 (0 keeps no good frames), got {self.good_sample_every}")
+        if self.batch_deadline_s is not None and self.batch_deadline_s <= 0:
+            raise ValueError(f"--batch-deadline must be > 0 seconds, got {self.batch_deadline_s}")
+        if self.decode_budget_mb < 1:
+            raise ValueError(f"--decode-budget-mb must be at least 1, got {self.decode_budget_mb}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {self.threads}")
 
@@ -98,6 +106,7 @@ def run_worker(redis_url: str, database: str, artifacts_url: str, queue_name: st
         lease_s=options.lease_s,
         max_retries=options.max_retries,
         batch_size=options.batch_size,
+        deadline=BatchDeadline(options.batch_deadline_s),
     )
     context = WorkerContext(
         redis=redis,
@@ -107,9 +116,11 @@ def run_worker(redis_url: str, database: str, artifacts_url: str, queue_name: st
         name=name,
         batch_size=options.batch_size,
         good_sample_every=options.good_sample_every,
+        decode_budget_bytes=options.decode_budget_mb * 2**20,
         verdict_topic_prefix=options.verdict_topic_prefix,
         redis_waiter=worker.redis_waiter,
         database_waiter=OutageWaiter("the database", is_database_outage, should_stop=lambda: worker.stop_requested),
+        checkpoint_waiter=OutageWaiter("the model's checkpoint", is_checkpoint_read_error, should_stop=lambda: worker.stop_requested),
     )
     logger.info(
         "worker %s on queue %r: device %s, batch size %d, lease %d s, %s",

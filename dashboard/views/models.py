@@ -1,8 +1,10 @@
-"""Models: every registered version with its evaluation metrics and calibration, and which line uses which."""
+"""Models: every registered version with its figures and calibration in words; per line, the candidate
+beside the active model, promote and roll back, and the history of changes."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -11,12 +13,16 @@ import streamlit as st
 from dashboard import components, sources
 from dashboard.queries import inspections_export
 from dashboard.settings import DashboardSettings
-from store import InspectionFilter, ModelInfo
+from store import InspectionFilter, ModelInfo, StoreError
+from wire.comparisons import comparison_key
 
 #: Metrics shown as columns of the models table, in this order (those of ``lineguard eval``).
 METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
 #: Calibration fields shown as columns of the models table.
 CALIBRATION_COLUMNS = ("threshold", "false_reject_rate", "n_images")
+#: Most pictures shown per kind of verdict change, and their side in pixels.
+COMPARISON_PICTURES = 6
+THUMBNAIL_SIDE = 240
 
 
 def model_table(models: list[ModelInfo], lines_by_model: Mapping[str, list[str]]) -> pd.DataFrame:
@@ -38,8 +44,27 @@ def model_table(models: list[ModelInfo], lines_by_model: Mapping[str, list[str]]
     return pd.DataFrame(rows)
 
 
+#: Evaluation metrics shown as figures, with the label a person reads.
+METRIC_LABELS = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", "aupro": "AUPRO", "image_f1_max": "Best image F1"}
+
+
+def calibration_sentence(model: ModelInfo) -> str:
+    """The calibration as a person says it: how many good parts it flags, and what the threshold rests on."""
+    calibration = model.calibration
+    rate = calibration.get("false_reject_rate")
+    threshold = calibration.get("threshold")
+    flags = f"Flags about {rate:.1%} of good parts" if isinstance(rate, int | float) else "Flags an unstated share of good parts"
+    recalibration = (model.training_data or {}).get("recalibration")
+    if isinstance(recalibration, dict):
+        when = _day(recalibration.get("recalibrated_at"))
+        rests_on = f"threshold {threshold:.4g} from {recalibration.get('parts')} parts of line {recalibration.get('line')}, recalibrated {when}"
+    else:
+        rests_on = f"threshold {threshold:.4g} from {calibration.get('n_images')} held-out training images"
+    return f"{flags}; {rests_on}."
+
+
 def model_detail(model: ModelInfo, lines: list[str], settings: DashboardSettings) -> None:
-    """Everything stored about one model, and an export of the inspections it scored."""
+    """One model for a person: figures, the calibration in words, what it was trained on, an export."""
     st.subheader(model.version)
     if model.random_teacher:
         st.warning(f"{components.RANDOM_TEACHER_MARK}: this model was {components.RANDOM_TEACHER_MEANING}.", icon="⚠️")
@@ -47,23 +72,20 @@ def model_detail(model: ModelInfo, lines: list[str], settings: DashboardSettings
         f"checkpoint {model.checkpoint_path} · teacher {model.teacher_source} · "
         f"active on {', '.join(lines) if lines else 'no line'}"
     )
-    metrics_column, calibration_column = st.columns(2)
-    with metrics_column:
-        st.markdown("**Evaluation metrics**")
-        if model.metrics:
-            st.json(model.metrics)
-        else:
-            st.caption("not evaluated")
-    with calibration_column:
-        st.markdown("**Calibration**")
-        st.json(model.calibration)
-    recipe_column, data_column = st.columns(2)
-    with recipe_column:
-        st.markdown("**Recipe**")
-        st.json(model.recipe, expanded=False)
-    with data_column:
-        st.markdown("**Training data**")
-        st.json(model.training_data, expanded=False)
+    st.markdown(calibration_sentence(model))
+    metrics = model.metrics or {}
+    shown = [(label, metrics[name]) for name, label in METRIC_LABELS.items() if _number(metrics.get(name)) is not None]
+    if shown:
+        for column, (label, value) in zip(st.columns(len(shown)), shown):
+            column.metric(label, f"{value:.3f}")
+        if metrics.get("evaluated_on"):
+            st.caption(f"evaluated on {metrics['evaluated_on']}")
+    else:
+        st.caption("not evaluated (`lineguard eval MODEL.pt CATEGORY --report DIR`, then `lineguard models add`)")
+    training = model.training_data or {}
+    trained_on = training.get("folder") or training.get("root")
+    if trained_on:
+        st.caption(f"trained on {trained_on}" + (f" ({training['images']} images)" if training.get("images") else ""))
     engine = sources.engine(settings.services.database_url)
     components.csv_export(
         f"Inspections scored by {model.version} (CSV)",
@@ -72,6 +94,110 @@ def model_detail(model: ModelInfo, lines: list[str], settings: DashboardSettings
         rows=lambda: inspections_export(engine, InspectionFilter(), model_version=model.version),
         help_text="the newest inspections this model scored, with their reviews",
     )
+
+
+def line_panel(model: ModelInfo, active_by_line: Mapping[str, str], settings: DashboardSettings) -> None:
+    """For one line: the candidate beside the line's model (from `lineguard models compare`), promote
+    and roll back as one action each, and the line's history of model changes."""
+    if not active_by_line:
+        return
+    st.subheader("On a line")
+    line = st.selectbox("Line", sorted(active_by_line), key="models_line")
+    active = active_by_line[line]
+    database_url, artifacts_url = settings.services.database_url, settings.services.artifacts_url
+    comparison = sources.artifact_json(artifacts_url, comparison_key(line, model.version)) if model.version != active else None
+    if comparison:
+        comparison_view(comparison, artifacts_url)
+    elif model.version != active:
+        st.caption(f"No comparison with {active} yet: `lineguard models compare {model.version} --line {line}`.")
+    by = st.text_input("Decided by", value=settings.reviewer, key="models_by", max_chars=128)
+    reason = st.text_input("Why", key="models_reason", max_chars=500)
+    promote_column, rollback_column = st.columns(2)
+    promote = promote_column.button(
+        f"Promote {model.version} on {line}", key="models_promote", disabled=model.version == active or not by.strip(), type="primary"
+    )
+    rollback = rollback_column.button(f"Roll back {line}", key="models_rollback", disabled=not by.strip())
+    if promote or rollback:
+        try:
+            change = sources.change_line_model(database_url, line, model.version if promote else None, by, reason or None)
+        except (StoreError, ValueError) as error:
+            st.error(str(error))
+        else:
+            st.success(f"{line} now scores with {change.model_version}; running workers switch within seconds.")
+    retraining_view(line, by, settings)
+    history = sources.activations(database_url, line)
+    if history:
+        zone = components.viewer_timezone()
+        st.markdown("**Model changes on this line**")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "when": components.local_time(change.activated_at, zone),
+                        "to": change.model_version,
+                        "from": change.previous_version or "",
+                        "by": change.activated_by,
+                        "why": change.reason or "",
+                    }
+                    for change in history
+                ]
+            ),
+            hide_index=True,
+            key="models_history",
+        )
+
+
+def retraining_view(line: str, by: str, settings: DashboardSettings) -> None:
+    """Queue a retraining of the line (run by `lineguard worker --train`, never here) and show its progress."""
+    redis_url = settings.services.redis_url
+    if st.button(f"Retrain on {line}'s parts", key="models_retrain", disabled=not by.strip()):
+        job_id = sources.queue_retraining(redis_url, line, by)
+        st.success(f"Training job {job_id} queued; `lineguard worker --train` runs it.")
+    jobs = sources.retrainings(redis_url, line)
+    if jobs is None:
+        st.caption("Training jobs unknown: Redis does not answer.")
+    elif jobs:
+        zone = components.viewer_timezone()
+        st.markdown("**Retrainings of this line**")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "queued": components.local_time(datetime.fromtimestamp(job.queued_at, UTC), zone),
+                        "by": job.request.requested_by,
+                        "state": job.state,
+                        "progress": job.phase or job.error or (f"candidate {job.candidate}" if job.candidate else ""),
+                    }
+                    for job in jobs
+                ]
+            ),
+            hide_index=True,
+        )
+
+
+def comparison_view(comparison: Mapping[str, Any], artifacts_url: str) -> None:
+    """The active model and the candidate side by side, and pictures of the parts whose verdict changes."""
+    st.markdown(f"**Compared on {comparison['parts']} of the line's parts (stored pictures)**")
+    rows = {}
+    for role in ("active", "candidate"):
+        figures = comparison[role]
+        rows[f"{role}: {figures['version']}"] = {
+            "defects caught": f"{figures['defects_caught']} of {figures['defects']}",
+            "false alarms on good parts": f"{figures['false_alarms']} of {figures['good_parts']}",
+            "stated false-reject rate": f"{figures['stated_false_reject_rate']:.1%}",
+            "ms per frame": f"{figures['ms_per_frame']:.1f}",
+        }
+    st.table(pd.DataFrame(rows))
+    for label, changes in (("Now flagged by the candidate", comparison["now_flagged"]), ("Now passed by the candidate", comparison["now_passed"])):
+        if not changes:
+            continue
+        st.markdown(f"**{label}** ({len(changes)})")
+        shown = list(changes.items())[:COMPARISON_PICTURES]
+        for column, (frame_id, kind) in zip(st.columns(len(shown)), shown):
+            picture = sources.artifact_image(artifacts_url, comparison["image_keys"][frame_id], THUMBNAIL_SIDE)
+            if picture is not None:
+                column.image(picture)
+            column.caption(f"{frame_id}: {kind}")
 
 
 def main() -> None:
@@ -97,10 +223,20 @@ def main() -> None:
         bind="query-params",
     )
     model_detail(by_version[chosen], lines_by_model.get(chosen, []), settings)
+    active_by_line = {line: version for version, lines in lines_by_model.items() for line in lines}
+    line_panel(by_version[chosen], active_by_line, settings)
 
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _day(iso_time: Any) -> str:
+    """'3 Dec' from an ISO time; the text itself when it is not one."""
+    try:
+        return datetime.fromisoformat(str(iso_time)).strftime("%-d %b")
+    except ValueError:
+        return str(iso_time)
 
 
 main()

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import components, sources
+from dashboard import auth, components, sources
 from dashboard.queries import LineModelInfo, inspections_export
 from dashboard.settings import DashboardSettings
 from dashboard.windows import floor_time
@@ -360,10 +360,14 @@ def main() -> None:
     database_url = settings.services.database_url
     artifacts_url = settings.services.artifacts_url
     zone = components.viewer_timezone()
-    reviewer = st.sidebar.text_input(
-        "Reviewer", value=settings.reviewer, key=REVIEWER_KEY, max_chars=128, persist_state="session",
-        help="saved with every review",
-    ).strip()
+    reviewer = auth.signed_in_user()
+    if reviewer is not None:
+        st.sidebar.caption(f"Reviewing as **{reviewer}** (signed in)")
+    else:
+        reviewer = st.sidebar.text_input(
+            "Reviewer", value=settings.reviewer, key=REVIEWER_KEY, max_chars=128, persist_state="session",
+            help="saved with every review",
+        ).strip()
     st.title("Review queue")
     show_message()
     precision_figures(sources.precision(database_url), sources.line_models(database_url))

@@ -34,6 +34,7 @@ from store import (
     settle_stream_frames,
     write_transaction,
 )
+from store.alarms import raise_alarm
 from store.outbox import OutboxEntry, add_messages
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -126,13 +127,14 @@ def test_live_page_shows_rates_alarm_queue_health_and_models(dashboard_env: Popu
     assert any("line-b (ts-random-1)" in warning.value for warning in at.warning)
 
 
-def test_live_page_shows_the_last_minutes_rate_beside_the_average_and_the_outbox(
+def test_live_page_shows_the_last_minutes_rate_beside_the_average_the_outbox_and_drift_alarms(
     dashboard_env: Populated, redis_db: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = make_engine(dashboard_env.database_url)
     try:
         with write_transaction(engine) as connection:
             add_messages(connection, [OutboxEntry(f"verdict:f{n}", "line-a", "cam-1", "lineguard/line-a/cam-1/verdict", "{}") for n in range(3)])
+        raise_alarm(engine, "line-a", "cam-2", "brightness", datetime.now(UTC), "brightness shifted: median +7.9 spreads")
     finally:
         engine.dispose()
     monkeypatch.setenv("LINEGUARD_MQTT_URL", "mqtt://127.0.0.1:1883")
@@ -143,6 +145,7 @@ def test_live_page_shows_the_last_minutes_rate_beside_the_average_and_the_outbox
     assert (table["frames/s, window"] < table["frames/s, last minute"]).all()
     assert any("in the last minute" in caption.value for caption in at.caption)
     assert any(caption.value.startswith("Verdicts and alarms waiting to leave for the line: 3") for caption in at.caption)
+    assert any("line-a / cam-2: drift alarm since" in error.value and "+7.9 spreads" in error.value for error in at.error)
 
 
 def test_live_page_shows_frames_lost_with_redis_per_camera(dashboard_env: Populated, redis_db: Redis) -> None:

@@ -4,6 +4,11 @@
 - `strip`: 2000x500 brushed-metal strips with small defects;
 - `weave-big`: the weave with 600 good parts to train (120 of them calibrate) and 300 good test
   parts, to measure thresholds where calibration sets are large;
+- `board`: circuit boards whose leads are 2-3 px wide at 256 px (512x512; a component missing or
+  moved, a lead cut or bent), 200 good parts to train, 100 good and 100 defective to test (25 of each
+  defect type), so that "% caught" and "% of good flagged" are stated to a part in a hundred;
+- `tile`: a gray texture in images of varied sizes and six lightings (faint cracks, blowholes, broken
+  corners), 300 good to train, 100 good and 99 defective to test;
 - `toothbrush-gray`: the real dev set (../shared/data/mvtec_toothbrush) converted to gray;
 - `toothbrush-N` (with --scale N ...): N good parts made from the dev set's 60 by the line-camera
   augmentation (shift, rotation, scale, exposure), JPEG at full size, train/good only.
@@ -65,6 +70,8 @@ def main() -> None:
         "weave-gray": dict(kind="weave", size=512, gray=True, **usual),
         "strip": dict(kind="strip", size=STRIP_SHAPE[1], **usual),
         "weave-big": dict(kind="weave", size=512, n_train=600, n_test_good=300, n_test_defective=40, seed=11),
+        "board": dict(kind="board", size=512, n_train=200, n_test_good=100, n_test_defective=100, seed=16),
+        "tile": dict(kind="tile", size=0, n_train=300, n_test_good=100, n_test_defective=99, seed=16),
     }
     for name, options in generated.items():
         if not (args.out / name).is_dir():

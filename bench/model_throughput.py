@@ -3,12 +3,13 @@
 At the recipe's image size, batch 1 and 8, fp32 and bf16, on the CPU and on CUDA when present.
 With --checkpoint and --category it also compares image AUROC at fp32 and bf16.
 
-    .venv/bin/python bench/model_throughput.py [--checkpoint runs/toothbrush.pt --category ../shared/data/mvtec_toothbrush]
+    .venv/bin/python bench/model_throughput.py [--recipe '{"global_branch": true}'] [--checkpoint runs/toothbrush.pt --category ../shared/data/mvtec_toothbrush]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -35,18 +36,19 @@ def images_per_second(run, batch: torch.Tensor, min_seconds: float) -> float:
             return runs * len(batch) / elapsed
 
 
-def untrained_model(device: torch.device, precision: str) -> InspectionModel:
-    """Speed does not depend on learnt values: an untrained model of the default recipe will do."""
-    recipe = Recipe(input_shape=(Recipe().image_size, Recipe().image_size))
+def untrained_model(device: torch.device, precision: str, overrides: dict) -> InspectionModel:
+    """Speed does not depend on learnt values: an untrained model of the recipe will do."""
+    size = Recipe(**overrides).image_size
+    recipe = Recipe(**{**overrides, "input_shape": (size, size)})
     calibration = fit_calibration(np.linspace(0.0, 1.0, MIN_CALIBRATION_IMAGES), 0.01)
     return InspectionModel.from_network(TeacherStudent(recipe), calibration, "bench", "random", device, precision)
 
 
-def throughput_table(devices: list[torch.device], batch_sizes: list[int], min_seconds: float) -> None:
+def throughput_table(devices: list[torch.device], batch_sizes: list[int], min_seconds: float, overrides: dict) -> None:
     print(f"{'device':6} {'precision':9} {'batch':>5} {'teacher img/s':>14} {'full img/s':>11} {'full/teacher':>12}")
     for device in devices:
         for precision in ("fp32", "bf16"):
-            model = untrained_model(device, precision)
+            model = untrained_model(device, precision, overrides)
             height, width = model.recipe.input_shape
             for batch_size in batch_sizes:
                 batch, fitted = model.prepare([np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)] * batch_size)
@@ -83,14 +85,17 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--min-seconds", type=float, default=5.0, help="time each measurement at least this long")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--recipe", default="{}", help='JSON overrides of the default recipe, e.g. \'{"global_branch": true}\'')
     parser.add_argument("--checkpoint", help="trained checkpoint, to compare image AUROC at fp32 and bf16")
     parser.add_argument("--category", help="MVTec-layout category for the AUROC comparison")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, recipe {Recipe().model_dump(include={'image_size', 'taps', 'student_width'})}")
-    throughput_table(devices, [int(b) for b in args.batch_sizes.split(",")], args.min_seconds)
+    overrides = json.loads(args.recipe)
+    shown = {"image_size", "taps", "student_width", "global_branch"}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, recipe {Recipe(**overrides).model_dump(include=shown)}")
+    throughput_table(devices, [int(b) for b in args.batch_sizes.split(",")], args.min_seconds, overrides)
     if args.checkpoint and args.category:
         auroc_by_precision(args.checkpoint, args.category)
 

@@ -14,6 +14,7 @@ trained one after another (never two at once) and kept, so a rerun only evaluate
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -77,6 +78,16 @@ def post_hoc(model: InspectionModel, category: Path) -> dict[str, float]:
     return figures
 
 
+def caught_by_type(scores_csv: Path) -> dict[str, str]:
+    """Per defect type (and good), "flagged of all" at the calibrated threshold, from evaluate's scores.csv."""
+    counts: dict[str, list[int]] = {}
+    with scores_csv.open() as handle:
+        for row in csv.DictReader(handle):
+            flagged, total = counts.setdefault(row["defect_type"], [0, 0])
+            counts[row["defect_type"]] = [flagged + (row["is_anomaly"] == "True"), total + 1]
+    return {kind: f"{flagged}/{total}" for kind, (flagged, total) in sorted(counts.items())}
+
+
 def run_variant(category: Path, name: str, overrides: dict, runs: Path, weights: str) -> dict:
     recipe_fields = {k: v for k, v in overrides.items() if k in Recipe.model_fields}
     settings_fields = {k: v for k, v in overrides.items() if k not in recipe_fields}
@@ -86,8 +97,13 @@ def run_variant(category: Path, name: str, overrides: dict, runs: Path, weights:
     payload = read_checkpoint(checkpoint)
     model = load_checkpoint(checkpoint)
     started = time.monotonic()
-    figures = evaluate(model, category, runs / f"{category.name}-{name}-report", progress=False)
-    figures.update(post_hoc(model, category))
+    report_dir = runs / f"{category.name}-{name}-report"
+    figures = evaluate(model, category, report_dir, progress=False)
+    figures["caught_by_type"] = caught_by_type(report_dir / "scores.csv")
+    # The after-the-fact combinations re-weigh the local scales of whole images: they do not
+    # describe a model with a global branch or one that scores in tiles.
+    if not model.recipe.global_branch and model.recipe.pixel_scale is None:
+        figures.update(post_hoc(model, category))
     figures.update(
         category=category.name,
         variant=name,
@@ -116,13 +132,15 @@ def main() -> None:
             figures = run_variant(category, name, overrides, args.runs, args.teacher_weights)
             with results.open("a") as handle:
                 handle.write(json.dumps(figures, default=float) + "\n")
+            post = (
+                f"| weighted max {figures['image_auroc weighted max']:.3f} top5% {figures['image_auroc weighted top5%']:.3f} "
+                if "image_auroc weighted max" in figures
+                else ""
+            )
             print(
                 f"{category.name:>20} {name:>16}: image {figures['image_auroc']:.3f} pixel {figures['pixel_auroc']:.3f} "
                 f"aupro {figures['aupro']:.3f} FRR {figures['false_reject_rate']:.3f} recall {figures['defect_recall']:.3f} "
-                f"| weighted max {figures['image_auroc weighted max']:.3f} top1% {figures['image_auroc weighted top1%']:.3f} "
-                f"top5% {figures['image_auroc weighted top5%']:.3f} top10% {figures['image_auroc weighted top10%']:.3f} "
-                f"| unweighted top5% {figures['image_auroc unweighted top5%']:.3f} "
-                f"| train {figures['train_seconds']:.0f} s",
+                f"{post}| flagged {figures['caught_by_type']} | train {figures['train_seconds']:.0f} s",
                 flush=True,
             )
 

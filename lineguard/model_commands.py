@@ -20,6 +20,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--taps", help="comma-separated teacher layers, e.g. relu2_2,relu3_3,relu4_3")
     train.add_argument("--image-size", type=int)
     train.add_argument("--student-width", type=float)
+    train.add_argument(
+        "--global-branch", action="store_true", default=None, help="add the global branch: finds parts missing or out of place"
+    )
+    train.add_argument(
+        "--pixel-scale", type=float, help="score in tiles of --image-size at this scale of the images (1.0: native), for textures"
+    )
     train.add_argument("--steps", type=int, help="optimiser steps (default 1000); bounds training time")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--false-reject-rate", type=float, help="expected share of good parts flagged (default 0.01)")
@@ -76,7 +82,16 @@ def run_train(args: argparse.Namespace) -> int:
     from model.recipe import Recipe, TrainingSettings
     from model.training import train
 
-    recipe_options = _given(args, {"backbone": "backbone", "image_size": "image_size", "student_width": "student_width"})
+    recipe_options = _given(
+        args,
+        {
+            "backbone": "backbone",
+            "image_size": "image_size",
+            "student_width": "student_width",
+            "global_branch": "global_branch",
+            "pixel_scale": "pixel_scale",
+        },
+    )
     if args.taps:
         recipe_options["taps"] = [tap.strip() for tap in args.taps.split(",") if tap.strip()]
     recipe = Recipe(**recipe_options)

@@ -28,7 +28,10 @@ from model.scoring import InspectionModel, TeacherStudent
 
 CHECKPOINT_FORMAT = "lineguard-checkpoint"
 # 2: any input shape (recipe.input_shape), step-budget training, calibration on never-trained images.
-CHECKPOINT_FORMAT_VERSION = 2
+# 3: the recipe's optional global branch (its autoencoder, the student's global head and the map
+#    quantiles in the state). A version-2 checkpoint has none and loads as it is.
+CHECKPOINT_FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (2, 3)
 
 
 def library_versions() -> dict[str, str]:
@@ -155,10 +158,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a lineguard checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     found = payload.get("format_version")
-    if found != CHECKPOINT_FORMAT_VERSION:
+    if found not in READABLE_FORMAT_VERSIONS:
         raise CheckpointError(
-            f"{path} is a lineguard checkpoint of format version {found}; this lineguard reads version "
-            f"{CHECKPOINT_FORMAT_VERSION}. Retrain the model or use a matching lineguard."
+            f"{path} is a lineguard checkpoint of format version {found}; this lineguard reads versions "
+            f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}. Retrain the model or use a matching lineguard."
         )
     return payload
 

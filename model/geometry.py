@@ -87,7 +87,11 @@ def normalise(batch: torch.Tensor) -> torch.Tensor:
     return (batch.float().div_(255.0) - mean) / std
 
 
-def map_to_image(anomaly_map: np.ndarray, fitted: FittedImage, image_height: int, image_width: int) -> np.ndarray:
-    """(h,w) map over the input -> (image_height, image_width) map over the original image."""
-    content = anomaly_map[: fitted.content_height, : fitted.content_width]
-    return cv2.resize(np.ascontiguousarray(content), (image_width, image_height), interpolation=cv2.INTER_LINEAR)
+def content_of(anomaly_map, fitted: FittedImage):
+    """(h,w) map over the input (array or tensor) -> the part over the image's own pixels."""
+    return anomaly_map[: fitted.content_height, : fitted.content_width]
+
+
+def map_to_image(content_map: np.ndarray, image_height: int, image_width: int) -> np.ndarray:
+    """(h,w) map over an image's own pixels at the network's scale -> (image_height, image_width)."""
+    return cv2.resize(np.ascontiguousarray(content_map), (image_width, image_height), interpolation=cv2.INTER_LINEAR)

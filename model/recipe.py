@@ -36,6 +36,17 @@ class Recipe(BaseModel):
         True, description="divide each scale's map by its mean on good training images before summing"
     )
     blur_sigma: float = Field(4.0, ge=0.0, le=32.0, description="Gaussian blur of the anomaly map, input pixels")
+    global_branch: bool = Field(
+        False,
+        description="add the global branch (model/global_branch.py) for what is missing or out of place; needs input_shape to build",
+    )
+    pixel_scale: float | None = Field(
+        None,
+        gt=0.0,
+        le=4.0,
+        description="None: each image fitted whole into the input; a factor: images scaled by it and scored in tiles of "
+        "the input shape (image_size square), maps stitched back (model/tiling.py), for textures and varied image sizes",
+    )
     image_score: Literal["max", "topk_mean"] = Field("topk_mean", description="how a map becomes one score")
     topk_fraction: float = Field(0.05, gt=0.0, le=1.0, description="share of map pixels averaged by topk_mean")
 
@@ -47,6 +58,12 @@ class Recipe(BaseModel):
     @model_validator(mode="after")
     def _taps_exist_in_backbone(self) -> "Recipe":
         tap_indices(self.backbone, self.taps)
+        return self
+
+    @model_validator(mode="after")
+    def _global_branch_sees_whole_images(self) -> "Recipe":
+        if self.global_branch and self.pixel_scale is not None:
+            raise ValueError("the global branch sees a whole image; it does not combine with tiles (pixel_scale)")
         return self
 
     @model_validator(mode="after")

@@ -9,14 +9,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from model.calibration import Calibration
-from model.geometry import FittedImage, fit_image, map_to_image, to_network_input
+from model import tiling
+from model.geometry import FittedImage, content_of, fit_image, map_to_image, to_network_input
+from model.global_branch import GlobalAutoencoder, normalised
 from model.image_stats import ImageReference
 from model.loss import discrepancy_map
 from model.recipe import Recipe
@@ -49,36 +50,71 @@ class TeacherStudent(nn.Module):
     """Frozen teacher, trained student and the map they disagree on. Knows nothing of calibration.
 
     Fully convolutional: it takes an input of any height and width that are multiples of the
-    recipe's stride; `InspectionModel` decides the shape.
+    recipe's stride; `InspectionModel` decides the shape. With the recipe's global branch, the
+    network is built for the recipe's input shape and its map adds the global branch's map to the
+    local one (model/global_branch.py); its forward is then still the whole map.
     """
 
     def __init__(self, recipe: Recipe) -> None:
         super().__init__()
         self.recipe = recipe
         self.teacher = Teacher(recipe.backbone, list(recipe.taps))
-        self.student = Student(self.teacher, recipe.student_width)
+        self.student = Student(self.teacher, recipe.student_width, global_head=recipe.global_branch)
         blur = gaussian_kernel(recipe.blur_sigma) if recipe.blur_sigma > 0 else torch.ones(1)
         self.register_buffer("blur_kernel", blur, persistent=False)
         # Each scale's map is divided by its mean on good parts (set after training), so that every
         # scale counts in units of its own normal discrepancy; ones until then.
         self.register_buffer("scale_weights", torch.ones(len(recipe.taps)))
+        self.autoencoder: GlobalAutoencoder | None = None
+        if recipe.global_branch:
+            if recipe.input_shape is None:
+                raise ValueError("the global branch is built for one input shape: the recipe has no input_shape")
+            self.autoencoder = GlobalAutoencoder(recipe.input_shape, self.teacher.channels[-1], self.teacher.tap_strides[-1])
+            # (local, global) x (low, high) quantiles of good blurred maps, set after training.
+            self.register_buffer("map_quantiles", torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) normalised input -> (B,H,W) float32 anomaly maps: the module an exported
+        runtime runs."""
+        return self.anomaly_maps(batch)
+
+    def _upsampled(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+    def component_maps(self, batch: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """(B,3,H,W) normalised input -> (per tap, 1 - cos upsampled to (B,H,W); the global map
+        (B,H,W), or None without the global branch), float32, unblurred, from one pass."""
+        teacher_maps = self.teacher(batch)
+        student_maps, global_prediction = self.student.predictions(batch)
+        reconstruction = self.autoencoder(batch) if self.autoencoder is not None else None
+        # Maps stay float32 under any autocast: bf16 would quantise the small differences that rank parts.
+        with torch.autocast(batch.device.type, enabled=False):
+            size = batch.shape[-2:]
+            scales = [self._upsampled(discrepancy_map(t, s), size) for t, s in zip(teacher_maps, student_maps)]
+            if reconstruction is None:
+                return scales, None
+            return scales, self._upsampled(discrepancy_map(reconstruction, global_prediction), size)
 
     def scale_maps(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """(B,3,H,W) normalised input -> per tap, 1 - cos upsampled to (B,H,W), float32."""
-        teacher_maps, student_maps = self.teacher(batch), self.student(batch)
-        # Maps stay float32 under any autocast: bf16 would quantise the small differences that rank parts.
+        return self.component_maps(batch)[0]
+
+    def local_and_global_maps(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B,3,H,W) -> the blurred local map (scales weighted and summed) and the blurred global
+        map (None without the branch), each in its own units: what the quantiles are fitted on."""
+        scales, global_map = self.component_maps(batch)
         with torch.autocast(batch.device.type, enabled=False):
-            return [
-                F.interpolate(discrepancy_map(t, s).unsqueeze(1), size=batch.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
-                for t, s in zip(teacher_maps, student_maps)
-            ]
+            local = (torch.stack(scales) * self.scale_weights.view(-1, 1, 1, 1)).sum(dim=0)
+            return self.blur(local), (self.blur(global_map) if global_map is not None else None)
 
     def anomaly_maps(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) normalised input -> (B,H,W) float32 anomaly maps: scales weighted and summed, then blurred."""
-        maps = torch.stack(self.scale_maps(batch))
-        with torch.autocast(batch.device.type, enabled=False):
-            total = (maps * self.scale_weights.view(-1, 1, 1, 1)).sum(dim=0)
-            return self.blur(total)
+        """(B,3,H,W) normalised input -> (B,H,W) float32 anomaly maps: scales weighted and summed,
+        with the global branch each of local and global normalised and the two added; blurred."""
+        local, global_map = self.local_and_global_maps(batch)
+        if global_map is None:
+            return local
+        # The blur is linear and keeps constants, so normalising blurred maps is blurring the normalised sum.
+        return normalised(local, self.map_quantiles[0]) + normalised(global_map, self.map_quantiles[1])
 
     def blur(self, maps: torch.Tensor) -> torch.Tensor:
         """(B,H,W) -> the same, smoothed by the recipe's Gaussian (reflecting at the borders)."""
@@ -171,14 +207,45 @@ class InspectionModel:
         """Input batch -> (anomaly maps (B,h,w) over the input, raw image scores (B,)), float32.
         A score covers the image's own pixels only, never the filling around them."""
         maps = self.runtime.anomaly_maps(batch)
-        scores = [image_score(self.recipe, m[: f.content_height, : f.content_width]) for m, f in zip(maps, fitted)]
+        scores = [image_score(self.recipe, content_of(m, f)) for m, f in zip(maps, fitted)]
         return maps, torch.stack(scores)
+
+    # Tiles scored per forward pass when an image is cut into tiles: bounds the memory of one call.
+    TILE_BATCH = 16
+
+    @torch.inference_mode()
+    def tiled_maps_and_scores(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """With the recipe's pixel_scale: each image scaled, cut into tiles of the input shape,
+        the tiles' maps stitched back -> (per image, its map at the scaled size; raw scores (B,))."""
+        height, width = self.recipe.input_shape
+        tiles, layouts = [], []
+        for image in images:
+            at_scale = tiling.scaled(image, self.recipe.pixel_scale)
+            image_tiles, boxes = tiling.cut_tiles(at_scale, height, width)
+            layouts.append((len(tiles), boxes, *at_scale.shape[:2]))
+            tiles += image_tiles
+        tile_maps = []
+        for start in range(0, len(tiles), self.TILE_BATCH):
+            batch = to_network_input(tiles[start : start + self.TILE_BATCH], self.device)
+            tile_maps.append(self.runtime.anomaly_maps(batch).float().cpu())
+        all_maps = torch.cat(tile_maps)
+        maps = [tiling.stitched(all_maps[first : first + len(boxes)], boxes, h, w) for first, boxes, h, w in layouts]
+        return maps, torch.stack([image_score(self.recipe, m) for m in maps])
+
+    def content_maps_and_scores(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The one scoring path: (per image, its map over its own pixels at the network's scale;
+        raw image scores (B,)), whole images fitted into the input or, with a pixel_scale, in tiles."""
+        if self.recipe.pixel_scale is not None:
+            return self.tiled_maps_and_scores(images)
+        batch, fitted = self.prepare(images)
+        maps, scores = self.maps_and_scores(batch, fitted)
+        return [content_of(m, f) for m, f in zip(maps, fitted)], scores
 
     def raw_scores(self, images: list[np.ndarray]) -> np.ndarray:
         """(N,) float64 raw scores of images, exactly those `score_images` gives them."""
         if not images:
             return np.zeros(0)
-        return self.maps_and_scores(*self.prepare(images))[1].cpu().numpy().astype(np.float64)
+        return self.content_maps_and_scores(images)[1].cpu().numpy().astype(np.float64)
 
     def score_images(self, images: list[np.ndarray]) -> list[ImageScore]:
         """Score (H,W,3) uint8 RGB images in one forward pass; maps come back at each image's size."""
@@ -186,18 +253,16 @@ class InspectionModel:
             raise ValueError("this model is not calibrated yet")
         if not images:
             return []
-        batch, fitted = self.prepare(images)
-        maps, raw_scores = self.maps_and_scores(batch, fitted)
-        maps = maps.cpu().numpy()
+        maps, raw_scores = self.content_maps_and_scores(images)
         normalised = self.calibration.normalise(raw_scores.cpu().numpy())
         results = []
-        for image, placed, raw_map, raw_score, score in zip(images, fitted, maps, raw_scores.tolist(), normalised):
+        for image, content_map, raw_score, score in zip(images, maps, raw_scores.tolist(), normalised):
             results.append(
                 ImageScore(
                     raw_score=float(raw_score),
                     score=float(score),
                     is_anomaly=bool(raw_score > self.calibration.threshold),
-                    anomaly_map=map_to_image(raw_map, placed, image.shape[0], image.shape[1]),
+                    anomaly_map=map_to_image(content_map.float().cpu().numpy(), image.shape[0], image.shape[1]),
                 )
             )
         return results

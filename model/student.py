@@ -49,7 +49,7 @@ def scaled_channels(channels: int, width: float) -> int:
 class Student(nn.Module):
     """Randomly initialised VGG-shaped network that regresses the teacher's tapped features."""
 
-    def __init__(self, teacher: Teacher, width: float) -> None:
+    def __init__(self, teacher: Teacher, width: float, global_head: bool = False) -> None:
         super().__init__()
         if not 0.0 < width <= 1.0:
             raise ValueError(f"student width must be in (0, 1], got {width}")
@@ -75,15 +75,23 @@ class Student(nn.Module):
                 stage = []
         for student_channels, teacher_channels in zip(self._tap_channels(), teacher.channels):
             self.projections.append(nn.Conv2d(student_channels, teacher_channels, 1))
+        # With the global branch: a second projection of the deepest stage, predicting the
+        # autoencoder's output (model.global_branch) from the student's local view.
+        self.global_head = nn.Conv2d(self._tap_channels()[-1], teacher.channels[-1], 1) if global_head else None
 
     def _tap_channels(self) -> list[int]:
         return [block.channel_mlp[0].in_channels for block in self.attention]
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images (B,3,H,W) normalised -> predictions of the teacher's maps, one per tap."""
+        return self.predictions(images)[0]
+
+    def predictions(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """images -> (predictions of the teacher's maps, one per tap; the global head's prediction
+        of the autoencoder's output, or None without a global head), from one pass."""
         predictions = []
         features = images
         for stage, attention, projection in zip(self.stages, self.attention, self.projections):
             features = attention(stage(features))
             predictions.append(projection(features))
-        return predictions
+        return predictions, (self.global_head(features) if self.global_head is not None else None)

@@ -1,16 +1,22 @@
 """Generated parts for tests, the demo and benchmarks, each with ground-truth masks of its defects.
 
-Three kinds of product, each drawn from the given seed:
+Five kinds of product, each drawn from the given seed:
 - `washer`: a textured washer on a belt, an object (scratches, dark spots, chipped edges);
 - `weave`: a woven fabric, a texture without an object (faint stains, small holes, pulled threads, cuts);
 - `strip`: a long brushed-metal strip with mounting holes, 2000x500 by default (small
-  scratches, pits and dents: a few dozen pixels on a megapixel image).
+  scratches, pits and dents: a few dozen pixels on a megapixel image);
+- `board`: a circuit board with several components on thin leads, which are 2-3 px wide once the
+  image is scaled to 256 px (a component missing or moved, a lead cut short or bent: defects a
+  purely local comparison misses, as the background they leave is locally plausible);
+- `tile`: a gray texture in images of varied sizes (110-620 px wide, 235-390 high) under six
+  lightings, with faint cracks, blowholes and broken corners.
 Good parts vary a little in position and lighting, as they would under a line camera.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -20,6 +26,13 @@ DEFECT_KINDS = ("scratch", "spot", "chip")
 WEAVE_DEFECT_KINDS = ("stain", "hole", "pull", "cut")
 STRIP_DEFECT_KINDS = ("scratch", "pit", "dent")
 STRIP_SHAPE = (500, 2000)
+BOARD_DEFECT_KINDS = ("missing", "moved", "cut", "bent")
+TILE_DEFECT_KINDS = ("crack", "blowhole", "break")
+# (centre x, centre y, half width, half height) of each component, as fractions of the board's side,
+# and how many leads it has on each of its left and right sides.
+BOARD_COMPONENTS = ((0.28, 0.30, 0.10, 0.07, 3), (0.70, 0.28, 0.07, 0.10, 4), (0.30, 0.72, 0.06, 0.05, 2), (0.70, 0.70, 0.12, 0.08, 4))
+# Six lightings of the tile: (gain, gradient along x, gradient along y).
+TILE_LIGHTINGS = ((1.0, 0.0, 0.0), (0.8, 0.25, 0.0), (1.15, 0.0, -0.2), (0.9, -0.2, 0.15), (0.7, 0.1, 0.1), (1.25, -0.1, -0.1))
 
 
 def _texture(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -182,8 +195,170 @@ def add_strip_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> 
     return np.clip(out, 0, 255).astype(np.uint8), mask.astype(bool)
 
 
+@dataclass(frozen=True)
+class Lead:
+    """A straight lead from `start` (on the component) to `end` (its pad), in pixels."""
+
+    start: tuple[float, float]
+    end: tuple[float, float]
+
+
+def _board_layout(size: int, rng: np.random.Generator) -> tuple[list[tuple[int, int, int, int]], list[list[Lead]]]:
+    """Components (x0, y0, x1, y1) and their leads on one board, shifted a little as a camera sees it."""
+    shift = rng.uniform(-0.01, 0.01, 2) * size
+    boxes, leads = [], []
+    for cx, cy, half_w, half_h, per_side in BOARD_COMPONENTS:
+        x, y = cx * size + shift[0], cy * size + shift[1]
+        w, h = half_w * size, half_h * size
+        boxes.append((int(x - w), int(y - h), int(x + w), int(y + h)))
+        length = 0.06 * size
+        own = []
+        for side in (-1, 1):
+            for k in range(per_side):
+                ly = y - h + (k + 0.5) * 2 * h / per_side
+                own.append(Lead((x + side * w, ly), (x + side * (w + length), ly)))
+        leads.append(own)
+    return boxes, leads
+
+
+def _draw_component(image: np.ndarray, box: tuple[int, int, int, int], leads: list[Lead], lead_width: int, light: float) -> None:
+    for lead in leads:
+        _draw_lead(image, lead.start, lead.end, lead_width, light)
+    x0, y0, x1, y1 = box
+    cv2.rectangle(image, (x0, y0), (x1, y1), tuple(int(v * light) for v in (38, 38, 42)), -1)
+    cv2.circle(image, (x0 + (x1 - x0) // 6, y0 + (y1 - y0) // 4), max(2, (x1 - x0) // 20), tuple(int(v * light) for v in (90, 90, 95)), -1)
+
+
+def _draw_lead(image: np.ndarray, start, end, lead_width: int, light: float) -> None:
+    cv2.line(image, tuple(int(round(v)) for v in start), tuple(int(round(v)) for v in end), tuple(int(v * light) for v in (205, 200, 185)), lead_width, cv2.LINE_AA)
+
+
+def _board_background(size: int, boxes, leads, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """A green board with its traces and every lead's solder pad, and the lighting drawn for it."""
+    texture = 4 * _texture(size, rng)
+    image = np.dstack([30 + texture, 95 + texture, 55 + texture]).astype(np.float32)
+    light = rng.uniform(0.93, 1.07)
+    image = np.clip(image * light, 0, 255).astype(np.uint8)
+    pad = max(2, size // 110)
+    for own in leads:
+        for lead in own:
+            end = tuple(int(round(v)) for v in lead.end)
+            cv2.circle(image, end, pad, tuple(int(v * light) for v in (150, 140, 90)), -1)
+    return image, light
+
+
+def _lead_width(size: int) -> int:
+    """Leads 2-3 px wide once a board is scaled to 256 px."""
+    return max(1, int(round(size / 100)))
+
+
+def good_board(size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size,size,3) uint8 RGB image of a board with every component in place on intact leads."""
+    return defective_board(size, rng, None)[0]
+
+
+def defective_board(size: int, rng: np.random.Generator, kind: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """A board with one defect of `kind` (None: a good board) and the defect's (H,W) bool mask."""
+    if kind is not None and kind not in BOARD_DEFECT_KINDS:
+        raise ValueError(f"board defect kind must be one of {BOARD_DEFECT_KINDS}, got {kind!r}")
+    boxes, leads = _board_layout(size, rng)
+    image, light = _board_background(size, boxes, leads, rng)
+    width = _lead_width(size)
+    mask = np.zeros((size, size), dtype=np.uint8)
+    target = int(rng.integers(len(boxes)))
+    margin = width + 2
+    for index, (box, own) in enumerate(zip(boxes, leads)):
+        if index != target or kind is None:
+            _draw_component(image, box, own, width, light)
+            continue
+        footprint = np.zeros_like(mask)
+        _draw_component(footprint, box, own, width + 2 * margin, 1.0)
+        if kind == "missing":
+            mask |= footprint > 0
+        elif kind == "moved":
+            dx, dy = (rng.choice([-1, 1], 2) * rng.uniform(0.04, 0.07, 2) * size).astype(int)
+            moved_box = (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
+            moved_leads = [Lead((l.start[0] + dx, l.start[1] + dy), (l.end[0] + dx, l.end[1] + dy)) for l in own]
+            _draw_component(image, moved_box, moved_leads, width, light)
+            _draw_component(footprint, moved_box, moved_leads, width + 2 * margin, 1.0)
+            mask |= footprint > 0
+        else:
+            broken = int(rng.integers(len(own)))
+            lead = own[broken]
+            # The mask covers the whole broken lead, where it is and where it should be.
+            _draw_component(image, box, [l for k, l in enumerate(own) if k != broken], width, light)
+            middle = ((lead.start[0] + lead.end[0]) / 2, (lead.start[1] + lead.end[1]) / 2)
+            if kind == "cut":
+                # Cut short at 30-50% of its length: the rest of the lead is gone, its pad stays.
+                share = rng.uniform(0.3, 0.5)
+                kept_end = (lead.start[0] + share * (lead.end[0] - lead.start[0]), lead.start[1])
+                _draw_lead(image, lead.start, kept_end, width, light)
+                cv2.line(mask, tuple(int(v) for v in lead.start), tuple(int(v) for v in lead.end), 1, width + 2 * margin)
+            else:
+                # Bent at its middle by 35-60 degrees, up or down: it misses its pad.
+                angle = np.deg2rad(rng.uniform(35, 60)) * rng.choice([-1, 1])
+                half = lead.end[0] - middle[0]
+                bent_end = (middle[0] + half * np.cos(angle), middle[1] + abs(half) * np.sin(angle))
+                _draw_lead(image, lead.start, middle, width, light)
+                _draw_lead(image, middle, bent_end, width, light)
+                cv2.line(mask, tuple(int(v) for v in middle), tuple(int(v) for v in bent_end), 1, width + 2 * margin)
+                cv2.line(mask, tuple(int(v) for v in lead.start), tuple(int(v) for v in lead.end), 1, width + 2 * margin)
+    return image, mask.astype(bool)
+
+
+def tile_shape(rng: np.random.Generator) -> tuple[int, int]:
+    """(height, width) of a tile image: 235-390 high, 110-620 wide, as a line's crops vary."""
+    return int(rng.integers(235, 391)), int(rng.integers(110, 621))
+
+
+def good_tile(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """(height,width,3) uint8 gray image of a defect-free tile surface under one of six lightings.
+    Its grain has a constant size in pixels whatever the image's size, as under a fixed camera."""
+    height, width = shape
+    fine = cv2.GaussianBlur(rng.normal(0, 1, (height, width)).astype(np.float32), (0, 0), 1.2)
+    blotches = cv2.GaussianBlur(rng.normal(0, 1, (height, width)).astype(np.float32), (0, 0), 9) * 6
+    gain, gx, gy = TILE_LIGHTINGS[int(rng.integers(len(TILE_LIGHTINGS)))]
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    light = gain * (1 + gx * (xx / width - 0.5) + gy * (yy / height - 0.5)) * rng.uniform(0.96, 1.04)
+    gray = (110 + 14 * fine + 10 * blotches) * light
+    return np.repeat(np.clip(gray, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def add_tile_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draw a faint tile defect of `kind` on a copy of `image`; returns (image, (H,W) bool mask)."""
+    if kind not in TILE_DEFECT_KINDS:
+        raise ValueError(f"tile defect kind must be one of {TILE_DEFECT_KINDS}, got {kind!r}")
+    height, width = image.shape[:2]
+    out = image.astype(np.float32)
+    mask = np.zeros((height, width), dtype=np.uint8)
+    x, y = int(rng.uniform(0.2, 0.8) * width), int(rng.uniform(0.2, 0.8) * height)
+    if kind == "crack":
+        # A wandering hairline, 1-2 px wide and 25-35% darker: faint at any scale but the native one.
+        points = [(x, y)]
+        direction = rng.uniform(0, 2 * np.pi)
+        for _ in range(int(rng.integers(6, 12))):
+            direction += rng.normal(0, 0.5)
+            step = rng.uniform(5, 10)
+            points.append((int(points[-1][0] + step * np.cos(direction)), int(points[-1][1] + step * np.sin(direction))))
+        cv2.polylines(mask, [np.array(points, dtype=np.int32)], False, 1, int(rng.integers(1, 3)))
+        out[mask.astype(bool)] *= rng.uniform(0.65, 0.75)
+    elif kind == "blowhole":
+        radius = int(rng.integers(3, 7))
+        cv2.circle(mask, (x, y), radius, 1, -1)
+        out[mask.astype(bool)] *= 0.55
+    else:
+        # A corner broken off: the background shows through a ragged triangle.
+        corner_x, corner_y = (0 if rng.random() < 0.5 else width - 1), (0 if rng.random() < 0.5 else height - 1)
+        reach = rng.uniform(0.08, 0.15) * min(height, width)
+        triangle = np.array([(corner_x, corner_y), (abs(corner_x - reach), corner_y), (corner_x, abs(corner_y - reach))], dtype=np.int32)
+        cv2.fillPoly(mask, [triangle], 1)
+        out[mask.astype(bool)] = 25.0
+    return np.clip(out, 0, 255).astype(np.uint8), mask.astype(bool)
+
+
 def part_generators(kind: str, size: int) -> tuple[Callable[[np.random.Generator], np.ndarray], Callable]:
-    """(good(rng), defective(rng) -> (image, mask)) for a kind of part ("washer", "weave", "strip")."""
+    """(good(rng), defective(rng) -> (image, mask)) for a kind of part ("washer", "weave", "strip",
+    "board" or "tile"; a tile's size is drawn per image, `size` is ignored)."""
     if kind == "washer":
         return (lambda rng: good_part(size, rng)), (lambda rng: defective_part(size, rng))
     if kind == "weave":
@@ -195,18 +370,28 @@ def part_generators(kind: str, size: int) -> tuple[Callable[[np.random.Generator
         return (lambda rng: good_strip(shape, rng)), (
             lambda rng: add_strip_defect(good_strip(shape, rng), str(rng.choice(STRIP_DEFECT_KINDS)), rng)
         )
-    raise ValueError(f"part kind must be washer, weave or strip, got {kind!r}")
+    if kind in ("board", "tile"):
+        good = (lambda rng: good_board(size, rng)) if kind == "board" else (lambda rng: good_tile(tile_shape(rng), rng))
+        types = BOARD_DEFECT_KINDS if kind == "board" else TILE_DEFECT_KINDS
+        return good, (lambda rng: typed_defect(kind, size, str(rng.choice(types)), rng))
+    raise ValueError(f"part kind must be washer, weave, strip, board or tile, got {kind!r}")
+
+
+# Kinds whose defects are written one folder per defect type, the types in turn, so that the share
+# caught can be stated per type (the older kinds keep their single `defective` folder and draws).
+DEFECT_TYPES_BY_KIND = {"board": BOARD_DEFECT_KINDS, "tile": TILE_DEFECT_KINDS}
 
 
 def write_category(
     root: str | Path, n_train: int, n_test_good: int, n_test_defective: int, size: int, seed: int, kind: str = "washer", gray: bool = False
 ) -> None:
     """Write an MVTec-layout category of generated parts under `root` (PNG files). `size` is the
-    side of a washer or weave image and the long side of a strip (4:1); `gray` saves 8-bit gray."""
+    side of a washer, weave or board image and the long side of a strip (4:1); `gray` saves 8-bit gray."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     good, defective = part_generators(kind, size)
-    for folder in ("train/good", "test/good", "test/defective", "ground_truth/defective"):
+    types = DEFECT_TYPES_BY_KIND.get(kind)
+    for folder in ("train/good", "test/good", *(f"{base}/{t}" for base in ("test", "ground_truth") for t in (types or ["defective"]))):
         (root / folder).mkdir(parents=True, exist_ok=True)
 
     def save(path: Path, rgb: np.ndarray) -> None:
@@ -217,6 +402,18 @@ def write_category(
     for index in range(n_test_good):
         save(root / "test/good" / f"{index:03d}.png", good(rng))
     for index in range(n_test_defective):
-        image, mask = defective(rng)
-        save(root / "test/defective" / f"{index:03d}.png", image)
-        cv2.imwrite(str(root / "ground_truth/defective" / f"{index:03d}_mask.png"), mask.astype(np.uint8) * 255)
+        if types:
+            defect_type = types[index % len(types)]
+            image, mask = typed_defect(kind, size, defect_type, rng)
+        else:
+            defect_type = "defective"
+            image, mask = defective(rng)
+        save(root / "test" / defect_type / f"{index:03d}.png", image)
+        cv2.imwrite(str(root / "ground_truth" / defect_type / f"{index:03d}_mask.png"), mask.astype(np.uint8) * 255)
+
+
+def typed_defect(kind: str, size: int, defect_type: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A board or tile with one defect of the given type, and its mask."""
+    if kind == "board":
+        return defective_board(size, rng, defect_type)
+    return add_tile_defect(good_tile(tile_shape(rng), rng), defect_type, rng)

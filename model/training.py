@@ -25,7 +25,9 @@ from model.devices import autocast, resolve_device, resolve_precision
 from model.errors import DatasetError, InvalidImageError
 from model.geometry import fit_image, input_shape_for, to_network_input
 from model.images import list_images, read_image, read_image_shape
-from model.loss import distillation_loss
+from model import tiling
+from model.global_branch import HIGH_QUANTILE, LOW_QUANTILE
+from model.loss import discrepancy_map, distillation_loss
 from model.recipe import Recipe, TrainingSettings
 from model.scoring import InspectionModel, TeacherStudent
 from model.teacher import resolve_teacher_weights
@@ -36,6 +38,10 @@ MIN_TRAINING_IMAGES = 4
 CALIBRATION_BATCH = 8
 # Training images (at most) whose maps set the weights of the scales.
 SCALE_STATISTICS_IMAGES = 64
+# With the global branch, good images held out (besides the calibration ones) whose maps set the
+# quantiles that bring local and global maps to one scale: this share, within these bounds.
+MAP_NORMALISATION_FRACTION = 0.08
+MAP_NORMALISATION_IMAGES = (8, 32)
 
 
 @dataclass(frozen=True)
@@ -90,13 +96,15 @@ def split_calibration(count: int, settings: TrainingSettings, rng: np.random.Gen
     return np.sort(order[n_calibration:]), np.sort(order[:n_calibration])
 
 
-def load_training_images(paths: list[Path], input_shape: tuple[int, int], progress: bool) -> tuple[list[np.ndarray], list[str]]:
-    """Decode each image and keep it at the network's input size only (uint8)."""
-    height, width = input_shape
+def load_training_images(paths: list[Path], recipe: Recipe, progress: bool) -> tuple[list[np.ndarray], list[str]]:
+    """Decode each image and keep it as the network will see it (uint8): fitted into the input
+    shape, or with a pixel_scale scaled by it (tiles are cut from it when training)."""
+    height, width = recipe.input_shape
     images, unreadable = [], []
     for path in tqdm(paths, desc="loading good images", unit="image", disable=not progress):
         try:
-            images.append(fit_image(read_image(path), height, width).pixels)
+            image = read_image(path)
+            images.append(fit_image(image, height, width).pixels if recipe.pixel_scale is None else tiling.scaled(image, recipe.pixel_scale))
         except InvalidImageError as error:
             log.warning("skipping %s", error)
             unreadable.append(path.name)
@@ -162,6 +170,14 @@ def teacher_features(
     return [torch.cat(per_tap) for per_tap in zip(*chunks)]
 
 
+def training_view(image: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
+    """An augmented view of a training image at the input shape: the whole (fitted) image, or
+    with a pixel_scale a tile cut from it at a random place."""
+    if recipe.pixel_scale is not None:
+        image = tiling.random_crop(image, *recipe.input_shape, rng)
+    return augmented_view(image, rng)
+
+
 def train_student(
     network: TeacherStudent,
     images: list[np.ndarray],
@@ -180,22 +196,28 @@ def train_student(
     Returns the loss of every step.
     """
     student = network.student.train()
-    optimiser = torch.optim.Adam(student.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    autoencoder = network.autoencoder.train() if network.autoencoder is not None else None
+    parameters = list(student.parameters()) + (list(autoencoder.parameters()) if autoencoder is not None else [])
+    optimiser = torch.optim.Adam(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.steps)
     cycle = ImageCycle(len(images), rng)
     round_views = views_per_round(network, settings)
     losses: list[float] = []
     bar = tqdm(total=settings.steps, desc="training", unit="step", disable=not progress)
     while len(losses) < settings.steps:
-        views = np.stack([augmented_view(images[index], rng) for index in cycle.take(round_views)])
+        views = np.stack([training_view(images[index], network.recipe, rng) for index in cycle.take(round_views)])
         features = teacher_features(network, views, settings.batch_size, device, precision)
         round_steps = min(settings.steps - len(losses), max(1, round_views * settings.feature_reuse // settings.batch_size))
         order = np.concatenate([rng.permutation(round_views) for _ in range(settings.feature_reuse + 1)])
         for step in range(round_steps):
             chosen = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             targets = [f[torch.from_numpy(chosen).to(f.device)] for f in features]
+            inputs = to_network_input(list(views[chosen]), device)
             with autocast(device, precision):
-                loss = distillation_loss(targets, student(to_network_input(list(views[chosen]), device)), settings.hard_fraction)
+                predictions, global_prediction = student.predictions(inputs)
+                loss = distillation_loss(targets, predictions, settings.hard_fraction)
+                if autoencoder is not None:
+                    loss = loss + global_branch_loss(targets[-1], autoencoder(inputs), global_prediction)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -208,6 +230,56 @@ def train_student(
     return losses
 
 
+def global_branch_loss(teacher_deepest: torch.Tensor, reconstruction: torch.Tensor, global_prediction: torch.Tensor) -> torch.Tensor:
+    """The autoencoder learns the teacher's deepest features (2 - 2 cos per position); the student's
+    global head learns the autoencoder's output, which it must not move (so it is detached)."""
+    reconstruction_loss = 2.0 * discrepancy_map(teacher_deepest, reconstruction).mean()
+    head_loss = 2.0 * discrepancy_map(reconstruction.detach(), global_prediction).mean()
+    return reconstruction_loss + head_loss
+
+
+def fit_map_quantiles(network: TeacherStudent, paths: list[Path], device: torch.device, precision: str, progress: bool) -> list[list[float]]:
+    """Set the network's map quantiles from held-out good images (read from disk, fitted into the
+    input as scoring does): per map, local and global, the LOW_QUANTILE and HIGH_QUANTILE of all
+    pixels' values. Returns them."""
+    network.eval()
+    height, width = network.recipe.input_shape
+    local_values, global_values = [], []
+    with torch.inference_mode(), autocast(device, precision):
+        for start in tqdm(range(0, len(paths), CALIBRATION_BATCH), desc="normalising maps", unit="batch", disable=not progress):
+            fitted = []
+            for path in paths[start : start + CALIBRATION_BATCH]:
+                try:
+                    fitted.append(fit_image(read_image(path), height, width))
+                except InvalidImageError as error:
+                    log.warning("skipping %s", error)
+            if not fitted:
+                continue
+            local, global_map = network.local_and_global_maps(to_network_input([f.pixels for f in fitted]).to(device))
+            for index, placed in enumerate(fitted):
+                local_values.append(local[index, : placed.content_height, : placed.content_width].flatten().cpu().numpy())
+                global_values.append(global_map[index, : placed.content_height, : placed.content_width].flatten().cpu().numpy())
+    if not local_values:
+        raise DatasetError("none of the images held out to normalise the maps could be decoded")
+    quantiles = [np.quantile(np.concatenate(values), [LOW_QUANTILE, HIGH_QUANTILE]).tolist() for values in (local_values, global_values)]
+    network.map_quantiles.copy_(torch.tensor(quantiles, dtype=network.map_quantiles.dtype))
+    return quantiles
+
+
+def split_map_normalisation(train_idx: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(train, map normalisation) indices: the global branch's quantiles come from good images that
+    neither trained the networks nor calibrate the threshold."""
+    low, high = MAP_NORMALISATION_IMAGES
+    wanted = min(max(low, int(round(count * MAP_NORMALISATION_FRACTION))), high)
+    if len(train_idx) - wanted < MIN_TRAINING_IMAGES:
+        raise DatasetError(
+            f"{count} good image(s) found; the global branch needs {wanted} more held out to normalise its maps, "
+            f"beside the calibration images and {MIN_TRAINING_IMAGES} to train on"
+        )
+    order = rng.permutation(train_idx)
+    return np.sort(order[wanted:]), np.sort(order[:wanted])
+
+
 def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device: torch.device, precision: str) -> list[float]:
     """Set the network's scale weights to 1 / (taps x each scale's mean map on good training images),
     so a good part's map averages about 1 and no scale outweighs another by its units alone.
@@ -215,6 +287,9 @@ def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device:
     held-out ones, scale for scale (docs/design.md), and held-out images stay for calibration."""
     network.eval()
     chosen = images[:: max(1, len(images) // SCALE_STATISTICS_IMAGES)][:SCALE_STATISTICS_IMAGES]
+    if network.recipe.pixel_scale is not None:
+        rng = np.random.default_rng(0)
+        chosen = [tiling.random_crop(image, *network.recipe.input_shape, rng) for image in chosen]
     totals = torch.zeros(len(network.recipe.taps), dtype=torch.float64)
     with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(chosen), CALIBRATION_BATCH):
@@ -242,7 +317,12 @@ def train(
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     train_idx, calibration_idx = split_calibration(len(paths), settings, rng)
-    input_shape = input_shape_for([shapes[i] for i in train_idx], recipe.image_size, recipe.stride)
+    normalisation_idx = np.zeros(0, dtype=np.int64)
+    if recipe.global_branch:
+        train_idx, normalisation_idx = split_map_normalisation(train_idx, len(paths), rng)
+    # Tiles are square; a whole image is seen in the training images' median aspect ratio.
+    frame_shapes = [(1, 1)] if recipe.pixel_scale is not None else [shapes[i] for i in train_idx]
+    input_shape = input_shape_for(frame_shapes, recipe.image_size, recipe.stride)
     recipe = Recipe.model_validate({**recipe.model_dump(), "input_shape": input_shape})
 
     weights = resolve_teacher_weights(recipe.backbone, teacher_weights, seed=settings.seed)
@@ -252,11 +332,14 @@ def train(
     network.teacher.load_weights(weights.state_dict, weights.source)
     network.to(device)
 
-    images, unreadable = load_training_images([paths[i] for i in train_idx], recipe.input_shape, progress)
+    images, unreadable = load_training_images([paths[i] for i in train_idx], recipe, progress)
     losses = train_student(network, images, settings, device, precision, rng, progress)
     scale_means = fit_scale_weights(network, images, device, precision) if recipe.normalise_scales else None
     reference = image_reference(images)
     del images
+    map_quantiles = (
+        fit_map_quantiles(network, [paths[i] for i in normalisation_idx], device, precision, progress) if recipe.global_branch else None
+    )
 
     scorer = InspectionModel.from_network(network, None, "uncalibrated", weights.source, device, precision)
     scores, calibration_names = calibration_scores(scorer, [paths[i] for i in calibration_idx], progress)
@@ -274,6 +357,8 @@ def train(
         "settings": settings.model_dump(),
         "final_loss": float(np.mean(losses[-50:])),
         "scale_means": scale_means,
+        "map_normalisation_images": [paths[i].name for i in normalisation_idx],
+        "map_quantiles": map_quantiles,
         "device": str(device),
         "precision": precision,
         "seconds": round(seconds, 1),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model.geometry import fit_image, input_shape_for, map_to_image, to_network_input
+from model.geometry import content_of, fit_image, input_shape_for, map_to_image, to_network_input
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_maps_return_to_the_image_without_the_filling():
     fitted = fit_image(np.zeros((100, 50, 3), np.uint8), 64, 64)
     anomaly_map = np.zeros((64, 64), np.float32)
     anomaly_map[:, fitted.content_width :] = 99.0  # the filling: must not reach the image's map
-    back = map_to_image(anomaly_map, fitted, 100, 50)
+    back = map_to_image(content_of(anomaly_map, fitted), 100, 50)
     assert back.shape == (100, 50) and back.max() == 0.0
 
 

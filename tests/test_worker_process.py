@@ -156,8 +156,8 @@ def test_a_bad_device_flag_is_one_clear_line(sqlite_line_settings, capsys):  # n
 
 def test_jobs_taken_by_a_worker_that_died_before_starting_them_are_retried(line_redis, sqlite_line_settings, small_checkpoint):  # noqa: F811
     """The take-to-start gap: a worker killed after taking a job off the queue (into rq's
-    intermediate queue) and before starting it. rq's cleanup retries the job, since the job has its
-    retries from enqueue; it used to fail it."""
+    intermediate queue) and before starting it. The job comes back to the queue, not charged a retry
+    (it never ran); rq's cleanup used to fail it."""
     engine = make_engine(sqlite_line_settings.database_url)
     try:
         assert main(["db", "upgrade"]) == 0
@@ -169,9 +169,11 @@ def test_jobs_taken_by_a_worker_that_died_before_starting_them_are_retried(line_
         # What a worker's dequeue does, then it dies: both jobs sit in the intermediate queue, unstarted.
         taken = [line_redis.lmove(queue.key, queue.intermediate_queue_key).decode() for _ in range(2)]
         assert queue.count == 0
-        # rq takes a job for stuck once it saw it there over a minute ago; this one was seen two minutes ago.
+        # rq takes a job for stuck once it saw it there over a minute ago; these were seen two minutes
+        # ago. They are on their last attempt: never started, they must come back without spending it.
         for job_id in taken:
             line_redis.set(queue.intermediate_queue.get_first_seen_key(job_id), time.time() - 120)
+            line_redis.hset(f"rq:job:{job_id}", "retries_left", 0)
 
         run_worker(
             sqlite_line_settings.redis_url, sqlite_line_settings.database_url, sqlite_line_settings.artifacts_url, QUEUE,

@@ -10,9 +10,9 @@ the `rq` requirement is pinned to the minor version whose internals it uses):
 - **Leases.** Each taken job is leased for `lease_s` and renewed from a heartbeat thread while it
   runs, so a dead worker's jobs go back to the queue within about three leases (expiry, the next
   registry cleanup, a worker waking). Jobs carry their retries from enqueue (`wire.protocol`), so
-  rq's cleanup requeues rather than fails the job of a dead worker, even one killed after taking the
-  job and before starting it (rq's intermediate-queue cleanup); a job enqueued without retries gets
-  `max_retries` at its first start.
+  rq's cleanup requeues rather than fails the job of a dead worker; a job that worker had taken and
+  not yet started (rq's intermediate-queue cleanup) goes back without spending a retry, as it never
+  ran. A job enqueued without retries gets `max_retries` at its first start.
 - **Dead letters.** A job that failed for good (its retries spent, whoever failed it: this worker's
   scoring or rq's cleanup of a worker that died on every attempt) gets a final error row for each of
   its frames without one (`worker.jobs.record_dead_letters`), so its source's ledger settles them
@@ -72,6 +72,10 @@ from worker.deadline import BatchDeadline, restart_process, watched
 from worker.jobs import record_dead_letters, score_batch
 
 logger = logging.getLogger(__name__)
+
+#: What rq's intermediate-queue cleanup (rq.intermediate_queue, rq 3.0) says of a job that a worker
+#: took off the queue and never started.
+STUCK_IN_INTERMEDIATE_QUEUE = "Job was stuck in intermediate queue."
 
 
 class LoopState(enum.Enum):
@@ -199,6 +203,18 @@ class LeasedWorker(SimpleWorker):
         if self.loop_state in (LoopState.STARTING, LoopState.WAITING):
             raise StopRequested()
         self._stop_requested = True
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry: object = None, exc_string: str = "", execution: Execution | None = None
+    ) -> None:
+        """rq's failure handling, but for a job a worker took and never started (what rq's
+        intermediate-queue cleanup reports): it never ran, so it goes back to the front of the queue
+        without spending a retry."""
+        if exc_string == STUCK_IN_INTERMEDIATE_QUEUE and execution is None:
+            logger.warning("job %s was taken by a worker that stopped before starting it: back to the queue, no retry spent", job.id)
+            queue.enqueue_job(job, at_front=True)
+            return
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
     def run_maintenance_tasks(self) -> None:
         """rq's registry cleanups, then dead letters for the jobs they (or anyone) failed for good."""

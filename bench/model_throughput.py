@@ -41,7 +41,7 @@ def untrained_model(device: torch.device, precision: str, overrides: dict) -> In
     size = Recipe(**overrides).image_size
     recipe = Recipe(**{**overrides, "input_shape": (size, size)})
     calibration = fit_calibration(np.linspace(0.0, 1.0, MIN_CALIBRATION_IMAGES), 0.01)
-    return InspectionModel(TeacherStudent(recipe), calibration, "bench", "random", device, precision)
+    return InspectionModel.from_network(TeacherStudent(recipe), calibration, "bench", "random", device, precision)
 
 
 def throughput_table(devices: list[torch.device], batch_sizes: list[int], min_seconds: float, overrides: dict) -> None:

@@ -32,7 +32,7 @@ def rescored(checkpoint: Path, overrides: dict) -> InspectionModel:
     trained = load_checkpoint(checkpoint, device="cpu")
     network = TeacherStudent(Recipe.model_validate({**payload["recipe"], **overrides}))
     network.load_state_dict(payload["state_dict"])
-    model = InspectionModel(network, None, trained.version, trained.teacher_source, trained.device, trained.precision)
+    model = InspectionModel.from_network(network, None, trained.version, trained.teacher_source, trained.device, trained.precision)
     folder = Path(payload["training_data"]["folder"])
     images = [read_image(folder / name) for name in payload["training_data"]["calibration_images"]]
     scores = [score for start in range(0, len(images), 8) for score in model.raw_scores(images[start : start + 8])]

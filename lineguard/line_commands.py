@@ -147,7 +147,10 @@ def _register_models(commands: argparse._SubParsersAction) -> None:
     models = commands.add_parser("models", help="register, activate, recalibrate, roll back and list models")
     actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="register a checkpoint in the store")
-    add.add_argument("checkpoint", type=Path, help="checkpoint file (from `lineguard train`); workers load it from this path")
+    add.add_argument(
+        "checkpoint", type=Path,
+        help="checkpoint file (`lineguard train`) or export folder (`lineguard export`); workers load it from this path",
+    )
     add.add_argument("--line", help="line the model is for")
     add.add_argument("--activate", action="store_true", help="make it the model --line scores with now")
     add.set_defaults(handler=run_models_add)

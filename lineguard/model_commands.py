@@ -36,23 +36,41 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a model on an MVTec-layout category")
-    evaluate.add_argument("model", type=Path, help="checkpoint file")
+    evaluate.add_argument("model", type=Path, help="checkpoint file or export folder")
     evaluate.add_argument("category", type=Path, help="MVTec-layout folder with test/ and ground_truth/")
     evaluate.add_argument("--report", type=Path, required=True, help="folder for metrics.json and pictures")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    evaluate.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.add_argument("--no-record", action="store_true", help="do not store the metrics in the checkpoint")
     evaluate.set_defaults(handler=run_eval)
 
     score = commands.add_parser("score", help="score images; one JSON line per image")
-    score.add_argument("model", type=Path, help="checkpoint file")
+    score.add_argument("model", type=Path, help="checkpoint file or export folder")
     score.add_argument("paths", type=Path, nargs="+", help="image files or folders of images")
     score.add_argument("--heatmaps", type=Path, help="folder for heatmap overlays")
     score.add_argument("--device", default="auto")
     score.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     score.add_argument("--batch-size", type=int, default=8)
+    score.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
     score.set_defaults(handler=run_score)
+
+    export = commands.add_parser("export", help="write an ONNX or OpenVINO model that passes the parity gate")
+    export.add_argument("model", type=Path, help="checkpoint file")
+    export.add_argument("--format", required=True, choices=["onnx", "openvino"], dest="export_format")
+    export.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
+    export.add_argument("--out", type=Path, required=True, help="folder to write (replaced if it is an export)")
+    export.add_argument(
+        "--check", type=Path, required=True,
+        help="check set: an MVTec-layout category (its test images; AUROC compared too) or a folder of images",
+    )
+    export.add_argument("--check-images", type=int, default=100, help="at most this many check images")
+    export.set_defaults(handler=run_export)
+
+
+RUNTIME_CHOICES = ["auto", "torch", "onnxruntime", "openvino"]
+RUNTIME_HELP = "what computes the maps (auto: torch for a checkpoint, the export's own runtime for an export folder)"
 
 
 def _given(args: argparse.Namespace, names: dict[str, str]) -> dict:
@@ -96,10 +114,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from model.checkpoint import load_checkpoint, record_metrics
+    from model.checkpoint import record_metrics
     from model.evaluation import evaluate
+    from model.export import is_export, load_model
 
-    model = load_checkpoint(args.model, device=args.device, precision=args.precision)
+    model = load_model(args.model, runtime=args.runtime, device=args.device, precision=args.precision)
     if model.random_teacher:
         log.warning("model %s was trained with a RANDOM teacher: its scores are not those of the real method", model.version)
     figures = evaluate(model, args.category, args.report, progress=not args.no_progress)
@@ -108,7 +127,9 @@ def run_eval(args: argparse.Namespace) -> int:
         "at the calibrated threshold: %.1f%% of good parts flagged (stated %.1f%%), %.1f%% of defective parts caught",
         100 * figures["false_reject_rate"], 100 * model.calibration.false_reject_rate, 100 * figures["defect_recall"],
     )
-    if not args.no_record:
+    if is_export(args.model):
+        log.info("metrics not recorded: an export carries its checkpoint's metrics (evaluate the checkpoint to record them)")
+    elif not args.no_record:
         record_metrics(args.model, {**figures, "evaluated_on": str(args.category.resolve())})
         log.info("metrics recorded in %s; `lineguard models add` takes them to the store", args.model)
     return 0
@@ -133,13 +154,13 @@ def expand_image_paths(paths: list[Path]) -> list[Path]:
 def run_score(args: argparse.Namespace) -> int:
     import cv2
 
-    from model.checkpoint import load_checkpoint
     from model.errors import InvalidImageError
+    from model.export import load_model
     from model.images import read_image
     from model.report import overlay_heatmap
 
     files = expand_image_paths(args.paths)
-    model = load_checkpoint(args.model, device=args.device, precision=args.precision)
+    model = load_model(args.model, runtime=args.runtime, device=args.device, precision=args.precision)
     if model.random_teacher:
         log.warning("model %s was trained with a RANDOM teacher: its scores are not those of the real method", model.version)
     if args.heatmaps:
@@ -165,4 +186,13 @@ def run_score(args: argparse.Namespace) -> int:
     if len(skipped) == len(files):
         print("lineguard score: error: none of the given files is a readable image", file=sys.stderr)
         return 2
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from model.export import export_model
+
+    report = export_model(args.model, args.export_format, args.precision, args.out, args.check, args.check_images)
+    log.info("parity gate passed: %s", report.summary())
+    log.info("wrote %s; score, eval and workers use it like a checkpoint", args.out)
     return 0

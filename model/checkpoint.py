@@ -168,7 +168,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path, device: str = "auto", precision: str = "auto") -> InspectionModel:
     """A ready-to-score model from a checkpoint file."""
-    payload = read_checkpoint(path)
+    return model_from_payload(read_checkpoint(path), path, device, precision)
+
+
+def model_from_payload(payload: dict[str, Any], path: str | Path, device: str = "auto", precision: str = "auto") -> InspectionModel:
+    """A ready-to-score model from the contents `read_checkpoint` returned for `path`."""
     try:
         recipe = Recipe.model_validate(payload["recipe"])
         calibration = Calibration.from_dict(payload["calibration"])
@@ -179,12 +183,12 @@ def load_checkpoint(path: str | Path, device: str = "auto", precision: str = "au
     except (KeyError, TypeError, RuntimeError, pydantic.ValidationError) as error:
         raise CheckpointError(f"{path} is a damaged or incompatible lineguard checkpoint: {error}") from error
     torch_device = resolve_device(device)
-    return InspectionModel(
-        network=network,
-        calibration=calibration,
-        version=payload["version"],
-        teacher_source=payload["teacher_source"],
-        device=torch_device,
-        precision=resolve_precision(precision, torch_device),
+    return InspectionModel.from_network(
+        network,
+        calibration,
+        payload["version"],
+        payload["teacher_source"],
+        torch_device,
+        resolve_precision(precision, torch_device),
         image_reference=reference,
     )

@@ -24,3 +24,11 @@ class CheckpointError(ModelError):
 class CheckpointReadError(CheckpointError):
     """Reading a checkpoint file failed with an I/O error (a network mount away, a disk error): unlike a
     file that is not a checkpoint, trying again later may succeed."""
+
+
+class ExportError(ModelError):
+    """An exported model cannot be written, is damaged, or does not fit the runtime asked for."""
+
+
+class ParityError(ExportError):
+    """An export's anomaly maps or image AUROC differ from torch's beyond the stated tolerance."""

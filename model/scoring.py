@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.calibration import Calibration
-from model.devices import autocast
 from model import tiling
 from model.geometry import FittedImage, content_of, fit_image, map_to_image, to_network_input
 from model.global_branch import GlobalAutoencoder, normalised
 from model.image_stats import ImageReference
 from model.loss import discrepancy_map
 from model.recipe import Recipe
+from model.runtimes import MapRuntime, TorchMaps
 from model.student import Student
 from model.teacher import Teacher
 
@@ -126,13 +126,15 @@ class TeacherStudent(nn.Module):
         blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1))
         return F.conv2d(blurred, kernel.view(1, 1, -1, 1)).squeeze(1)
 
-    def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
-        """(h,w) map of one image's own pixels -> its raw image score, as the recipe says."""
-        flat = anomaly_map.flatten()
-        if self.recipe.image_score == "max":
-            return flat.amax()
-        k = max(1, int(round(flat.numel() * self.recipe.topk_fraction)))
-        return flat.topk(k).values.mean()
+
+
+def image_score(recipe: Recipe, anomaly_map: torch.Tensor) -> torch.Tensor:
+    """(h,w) map of one image's own pixels -> its raw image score, as the recipe says."""
+    flat = anomaly_map.flatten()
+    if recipe.image_score == "max":
+        return flat.amax()
+    k = max(1, int(round(flat.numel() * recipe.topk_fraction)))
+    return flat.topk(k).values.mean()
 
 
 class InspectionModel:
@@ -144,6 +146,25 @@ class InspectionModel:
 
     def __init__(
         self,
+        runtime: MapRuntime,
+        recipe: Recipe,
+        calibration: Calibration | None,
+        version: str,
+        teacher_source: str,
+        image_reference: ImageReference | None = None,
+    ) -> None:
+        if recipe.input_shape is None:
+            raise ValueError("the recipe has no input_shape: the model has not been trained")
+        self.runtime = runtime
+        self.recipe = recipe
+        self.calibration = calibration
+        self.version = version
+        self.teacher_source = teacher_source
+        self.image_reference = image_reference  # the training images' statistics (drift alarms), if saved
+
+    @classmethod
+    def from_network(
+        cls,
         network: TeacherStudent,
         calibration: Calibration | None,
         version: str,
@@ -151,23 +172,24 @@ class InspectionModel:
         device: torch.device,
         precision: str,
         image_reference: ImageReference | None = None,
-    ) -> None:
-        if network.recipe.input_shape is None:
-            raise ValueError("the recipe has no input_shape: the model has not been trained")
-        self.network = network.to(device).eval()
-        self.calibration = calibration
-        self.version = version
-        self.teacher_source = teacher_source
-        self.device = device
-        self.precision = precision
-        self.image_reference = image_reference  # the training images' statistics (drift alarms), if saved
-        if device.type == "cpu":
-            # oneDNN's convolutions are fastest in channels-last on CPU.
-            self.network.to(memory_format=torch.channels_last)
+    ) -> "InspectionModel":
+        """A model whose maps torch computes with `network` on `device` at `precision`."""
+        return cls(TorchMaps(network, device, precision), network.recipe, calibration, version, teacher_source, image_reference)
 
     @property
-    def recipe(self) -> Recipe:
-        return self.network.recipe
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
+
+    @property
+    def network(self) -> TeacherStudent:
+        """The torch network, for tools that look inside it (benchmarks, tests); exports have none."""
+        if not isinstance(self.runtime, TorchMaps):
+            raise ValueError(f"model {self.version} runs on {self.runtime.name}: it has no torch network")
+        return self.runtime.network
 
     @property
     def random_teacher(self) -> bool:
@@ -178,16 +200,14 @@ class InspectionModel:
         device, and where each image lies in it."""
         height, width = self.recipe.input_shape
         fitted = [fit_image(image, height, width) for image in images]
-        batch = to_network_input([f.pixels for f in fitted]).to(self.device)
-        return (batch.contiguous(memory_format=torch.channels_last) if self.device.type == "cpu" else batch), fitted
+        return to_network_input([f.pixels for f in fitted], self.device), fitted
 
     @torch.inference_mode()
     def maps_and_scores(self, batch: torch.Tensor, fitted: list[FittedImage]) -> tuple[torch.Tensor, torch.Tensor]:
         """Input batch -> (anomaly maps (B,h,w) over the input, raw image scores (B,)), float32.
         A score covers the image's own pixels only, never the filling around them."""
-        with autocast(self.device, self.precision):
-            maps = self.network.anomaly_maps(batch)
-        scores = [self.network.image_score(content_of(m, f)) for m, f in zip(maps, fitted)]
+        maps = self.runtime.anomaly_maps(batch)
+        scores = [image_score(self.recipe, content_of(m, f)) for m, f in zip(maps, fitted)]
         return maps, torch.stack(scores)
 
     # Tiles scored per forward pass when an image is cut into tiles: bounds the memory of one call.
@@ -206,14 +226,11 @@ class InspectionModel:
             tiles += image_tiles
         tile_maps = []
         for start in range(0, len(tiles), self.TILE_BATCH):
-            batch = to_network_input(tiles[start : start + self.TILE_BATCH]).to(self.device)
-            if self.device.type == "cpu":
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            with autocast(self.device, self.precision):
-                tile_maps.append(self.network.anomaly_maps(batch).float().cpu())
+            batch = to_network_input(tiles[start : start + self.TILE_BATCH], self.device)
+            tile_maps.append(self.runtime.anomaly_maps(batch).float().cpu())
         all_maps = torch.cat(tile_maps)
         maps = [tiling.stitched(all_maps[first : first + len(boxes)], boxes, h, w) for first, boxes, h, w in layouts]
-        return maps, torch.stack([self.network.image_score(m) for m in maps])
+        return maps, torch.stack([image_score(self.recipe, m) for m in maps])
 
     def content_maps_and_scores(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The one scoring path: (per image, its map over its own pixels at the network's scale;

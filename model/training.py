@@ -165,7 +165,7 @@ def teacher_features(
     chunks = []
     with torch.no_grad(), autocast(device, precision):
         for start in range(0, len(views), batch_size):
-            inputs = to_network_input(list(views[start : start + batch_size])).to(device)
+            inputs = to_network_input(list(views[start : start + batch_size]), device)
             chunks.append([f.to(torch.bfloat16) for f in network.teacher(inputs)])
     return [torch.cat(per_tap) for per_tap in zip(*chunks)]
 
@@ -212,7 +212,7 @@ def train_student(
         for step in range(round_steps):
             chosen = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             targets = [f[torch.from_numpy(chosen).to(f.device)] for f in features]
-            inputs = to_network_input(list(views[chosen])).to(device)
+            inputs = to_network_input(list(views[chosen]), device)
             with autocast(device, precision):
                 predictions, global_prediction = student.predictions(inputs)
                 loss = distillation_loss(targets, predictions, settings.hard_fraction)
@@ -293,7 +293,7 @@ def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device:
     totals = torch.zeros(len(network.recipe.taps), dtype=torch.float64)
     with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(chosen), CALIBRATION_BATCH):
-            inputs = to_network_input(chosen[start : start + CALIBRATION_BATCH]).to(device)
+            inputs = to_network_input(chosen[start : start + CALIBRATION_BATCH], device)
             totals += torch.stack([m.double().mean(dim=(1, 2)).sum() for m in network.scale_maps(inputs)]).cpu()
     means = totals / len(chosen)
     network.scale_weights.copy_((1.0 / (len(means) * means)).to(network.scale_weights))
@@ -341,7 +341,7 @@ def train(
         fit_map_quantiles(network, [paths[i] for i in normalisation_idx], device, precision, progress) if recipe.global_branch else None
     )
 
-    scorer = InspectionModel(network, None, "uncalibrated", weights.source, device, precision)
+    scorer = InspectionModel.from_network(network, None, "uncalibrated", weights.source, device, precision)
     scores, calibration_names = calibration_scores(scorer, [paths[i] for i in calibration_idx], progress)
     calibration = fit_calibration(scores, settings.false_reject_rate)
     seconds = time.monotonic() - started

@@ -34,7 +34,7 @@ def test_stitching_the_tiles_of_an_image_gives_the_image_back():
 def test_a_tiled_model_scores_images_of_any_size_at_their_own_scale():
     torch.manual_seed(0)
     recipe = Recipe(input_shape=(64, 64), taps=["relu2_2", "relu3_3"], student_width=0.125, pixel_scale=1.0, image_score="max")
-    model = InspectionModel(TeacherStudent(recipe), fit_calibration(np.linspace(0, 1, 10), 0.01), "t", "random", torch.device("cpu"), "fp32")
+    model = InspectionModel.from_network(TeacherStudent(recipe), fit_calibration(np.linspace(0, 1, 10), 0.01), "t", "random", torch.device("cpu"), "fp32")
     rng = np.random.default_rng(1)
     small, large = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8), rng.integers(0, 255, (200, 130, 3), dtype=np.uint8)
     results = model.score_images([small, large])

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from export_fixtures import small_onnx_export  # noqa: F401 - fixture
 from hostile_fixtures import jpeg_bomb
 from line_fixtures import (
     LINE,
@@ -32,7 +33,7 @@ from store_fixtures import db_url, postgres_run_database, store_engine  # noqa: 
 
 from wire.protocol import frame_key, make_queue
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.images import MIN_SIDE
+from model.images import MIN_SIDE, decode_image
 from store.artifacts import FileArtifactStore
 from store.records import activate_model, inspections_frame, register_model
 from worker.context import WorkerContext, installed
@@ -319,3 +320,24 @@ def test_a_result_that_makes_no_valid_row_gets_its_own_error_row(line_redis, sql
     assert bad["verdict"] == "error" and bad["error"].startswith(f"{UNRECORDABLE_REASON}: ") and "origin has 1408 characters" in bad["error"]
     assert len(bad["origin"]) == 1024 and bad["origin"].endswith("…")
     assert list(table.loc[[frames[0].frame_id, frames[2].frame_id], "verdict"]) == ["good", "good"]
+
+
+def test_a_registered_export_is_scored_by_its_runtime(line_redis, sqlite_engine, small_checkpoint, small_onnx_export, tmp_path):  # noqa: F811
+    version = register_checkpoint(sqlite_engine, small_onnx_export)
+    rng = np.random.default_rng(5)
+    frames = [make_frame(png(make_part(rng, defective=i % 2 == 0)), f"{'defective' if i % 2 == 0 else 'good'}-{i}") for i in range(4)]
+    publish(line_redis, frames, batch_size=4)
+    context = make_context(line_redis, sqlite_engine, tmp_path)
+
+    for payload in queued_payloads(line_redis):
+        score_batch(context, payload)
+
+    assert context.models.model_for_line(LINE).runtime.name == "onnxruntime"
+    rows = rows_by_origin(sqlite_engine, frames)
+    torch_model = load_checkpoint(small_checkpoint, device="cpu", precision="fp32")
+    expected = torch_model.score_images([decode_image(frame.data) for frame in frames])
+    for frame, want in zip(frames, expected):
+        row = rows[frame.origin]
+        assert row["model_version"] == version and version.endswith("-onnx-fp32")
+        assert row["raw_score"] == pytest.approx(want.raw_score, rel=1e-3)
+        assert row["verdict"] == ("defect" if frame.origin.startswith("defective") else "good")

@@ -1,5 +1,8 @@
 """The models of one worker process: each loaded once, and the active model of every line kept fresh.
 
+A registered model is a checkpoint (torch runs it) or an export folder (ONNX Runtime or OpenVINO
+runs it, on the CPU): the file decides, see `model.export.load_model`.
+
 Loading a checkpoint takes seconds and GPU memory, so a model is loaded the first time a frame
 needs it and kept, by version, for as long as some line uses it. Which version a line uses is read
 from the store at most every `refresh_s` seconds (one small query for all lines), so activating
@@ -14,8 +17,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
-from model.checkpoint import load_checkpoint
 from model.errors import CheckpointReadError, ModelError
+from model.export import load_model
 from model.scoring import InspectionModel
 from store.errors import StoreError
 from store.records import active_models, get_model
@@ -105,7 +108,7 @@ class ModelCache:
             raise ModelUnavailableError(failure[0])
         try:
             info = get_model(self._engine, version)
-            model = load_checkpoint(info.checkpoint_path, device=self._device, precision=self._precision)
+            model = load_model(info.checkpoint_path, device=self._device, precision=self._precision)
             if model.version != version:
                 raise ModelUnavailableError(
                     f"checkpoint {info.checkpoint_path} holds model {model.version}, "

@@ -27,6 +27,7 @@ COPY worker ./worker
 COPY store ./store
 COPY dashboard ./dashboard
 COPY wire ./wire
+COPY relay ./relay
 RUN pip install --no-deps .
 
 RUN useradd --create-home --uid 1000 lineguard \

@@ -43,6 +43,8 @@ class ModelCache:
         precision: str = "auto",
         refresh_s: float = DEFAULT_MODEL_REFRESH_S,
         clock: Callable[[], float] = time.monotonic,
+        versions_by_line: Callable[[Engine], dict[str, str]] = active_models,
+        role: str = "active",
     ) -> None:
         """Cache models for the store at `engine`.
 
@@ -52,6 +54,8 @@ class ModelCache:
             precision: auto, fp32 or bf16 (auto: bf16 where the device is fast at it).
             refresh_s: longest time a change of a line's active model goes unnoticed.
             clock: monotonic seconds; tests pass their own to step through refreshes.
+            versions_by_line: reads which version each line uses (default: the active models).
+            role: what those versions are, for the log ("active", "shadow").
         """
         if refresh_s < 0:
             raise ValueError(f"refresh_s must be >= 0, got {refresh_s}")
@@ -60,6 +64,9 @@ class ModelCache:
         self._precision = precision
         self._refresh_s = refresh_s
         self._clock = clock
+        # Which version each line uses: the active models, or (shadow scoring) the shadow candidates.
+        self._versions_by_line = versions_by_line
+        self._role = role
         self._active: dict[str, str] = {}
         self._read_at: float | None = None
         self._loaded: dict[str, InspectionModel] = {}
@@ -78,8 +85,7 @@ class ModelCache:
         its checkpoint cannot be loaded here (missing file, damaged, another device...),
         CheckpointReadError when reading it failed with an I/O error (worth trying again).
         """
-        self._refresh_if_due()
-        version = self._active.get(line)
+        version = self.version_for_line(line)
         if version is None:
             raise NoActiveModelError(
                 f"no active model for line {line} (activate one with `lineguard models add MODEL.pt --line {line} --activate`)"
@@ -87,13 +93,18 @@ class ModelCache:
         model = self._loaded.get(version)
         return model if model is not None else self._load(version)
 
+    def version_for_line(self, line: str) -> str | None:
+        """The version `line` uses now, or None."""
+        self._refresh_if_due()
+        return self._active.get(line)
+
     def _refresh_if_due(self) -> None:
         now = self._clock()
         if self._read_at is not None and now - self._read_at < self._refresh_s:
             return
-        active = active_models(self._engine)
+        active = self._versions_by_line(self._engine)
         if active != self._active:
-            logger.info("active models: %s", ", ".join(f"{line}={version}" for line, version in sorted(active.items())) or "none")
+            logger.info("%s models: %s", self._role, ", ".join(f"{line}={version}" for line, version in sorted(active.items())) or "none")
         self._active = active
         self._read_at = now
         in_use = set(active.values())

@@ -3,7 +3,7 @@ frames it has just scored, and stores the candidate's verdicts apart (store.shad
 
 The candidate never gives a verdict: its verdicts are stored after the batch's rows, and anything
 that goes wrong with it (a checkpoint that does not load, a database hiccup) is logged and leaves
-the batch as it was. Its models are kept here, apart from the active models' cache, loaded once
+the batch as it was. Its models are kept in a model cache of their own (worker.model_cache), loaded once
 per version and dropped when no line shadows them any more.
 """
 
@@ -16,13 +16,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sqlalchemy import Engine
 
-from model.checkpoint import load_checkpoint
-from model.scoring import InspectionModel
-from store.records import InspectionRecord, get_model, shadow_models, write_shadow_verdicts
+from store.records import InspectionRecord, shadow_models, write_shadow_verdicts
 from store.schema import FLAGGED_VERDICT
 from store.shadow import ShadowVerdict
 from wire.protocol import FrameEntry
 from worker.defaults import DEFAULT_MODEL_REFRESH_S
+from worker.model_cache import ModelCache
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +38,11 @@ class ShadowScorer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
-        self._device = device
-        self._precision = precision
-        self._refresh_s = refresh_s
-        self._clock = clock
-        self._shadows: dict[str, str] = {}
-        self._read_at: float | None = None
-        self._loaded: dict[str, InspectionModel] = {}
+        # The same cache as the active models', kept apart and fed the shadow candidates instead.
+        self._models = ModelCache(
+            engine, device=device, precision=precision, refresh_s=refresh_s, clock=clock,
+            versions_by_line=shadow_models, role="shadow",
+        )
 
     def verdicts(
         self, images_by_line: dict[str, list[tuple[FrameEntry, np.ndarray]]], records: Sequence[InspectionRecord]
@@ -53,15 +50,14 @@ class ShadowScorer:
         """The shadow candidates' verdicts on the scored frames of shadowed lines. Never raises:
         the shadow must not cost the line its verdicts."""
         try:
-            self._refresh_if_due()
             scored = {record.frame_id: record for record in records if record.raw_score is not None}
             verdicts = []
             for line, items in images_by_line.items():
-                version = self._shadows.get(line)
+                version = self._models.version_for_line(line)
                 frames = [(frame, image) for frame, image in items if frame.frame_id in scored]
                 if version is None or not frames:
                     continue
-                model = self._model(version)
+                model = self._models.model_for_line(line)
                 for (frame, _), result in zip(frames, model.score_images([image for _, image in frames])):
                     active = scored[frame.frame_id]
                     verdicts.append(
@@ -81,22 +77,3 @@ class ShadowScorer:
             write_shadow_verdicts(self._engine, verdicts)
         except Exception:  # noqa: BLE001 - see the module docstring
             logger.exception("%d shadow verdicts not stored; the batch's verdicts stand", len(verdicts))
-
-    def _refresh_if_due(self) -> None:
-        now = self._clock()
-        if self._read_at is not None and now - self._read_at < self._refresh_s:
-            return
-        shadows = shadow_models(self._engine)
-        if shadows != self._shadows:
-            logger.info("shadow models: %s", ", ".join(f"{line}={version}" for line, version in sorted(shadows.items())) or "none")
-        self._shadows, self._read_at = shadows, now
-        for version in [version for version in self._loaded if version not in shadows.values()]:
-            del self._loaded[version]
-
-    def _model(self, version: str) -> InspectionModel:
-        model = self._loaded.get(version)
-        if model is None:
-            model = load_checkpoint(get_model(self._engine, version).checkpoint_path, device=self._device, precision=self._precision)
-            self._loaded[version] = model
-            logger.info("loaded shadow model %s", version)
-        return model

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 from ci_requirements import bound_by_file_modes
@@ -85,7 +86,7 @@ def test_a_sigkilled_worker_loses_nothing_and_its_batch_is_retried_once(line_red
         # Kill it as soon as it has taken the job: it is loading the model or scoring, not done.
         wait_until(lambda: started.get_job_ids(cleanup=False) != [], 30, "the worker to take the job", poll_s=0.01)
         stop(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
+        killed_at = datetime.now(UTC)
         assert row_count(engine) == 0
         assert queue.count == 0  # the job is neither waiting nor done: it is with the dead worker
 
@@ -97,8 +98,12 @@ def test_a_sigkilled_worker_loses_nothing_and_its_batch_is_retried_once(line_red
         )
 
         assert rescued
-        assert time.monotonic() - killed_at < 3 * LEASE_S + 30
         table = inspections_frame(engine)
+        # The job came back through the expired lease, not through rq's far longer abandoned-job timeout:
+        # the rescuer started it soon after the kill. (Its start, not its end: scoring 48 frames takes
+        # as long as this CPU needs, which is no part of the promise.)
+        rescue_started = table["started_at"].min().to_pydatetime()
+        assert (rescue_started.replace(tzinfo=rescue_started.tzinfo or UTC) - killed_at).total_seconds() < 3 * LEASE_S + 30
         assert sorted(table["frame_id"]) == sorted(frame.frame_id for frame in frames)
         assert set(table["worker"]) == {"rescuer"} and (table["verdict"] != "error").all()
         assert queue.failed_job_registry.count == 0 and started.get_job_ids(cleanup=False) == []

@@ -81,6 +81,10 @@ def _register_ingest(commands: argparse._SubParsersAction) -> None:
     folder.add_argument("--watch", action="store_true", help="after the files present, keep publishing new ones")
     folder.add_argument("--recursive", action="store_true", help="also take files in subfolders")
     folder.add_argument(
+        "--by-reference", action="store_true",
+        help="send each file's path instead of its bytes: for a folder on storage the workers share at the same path (their --frame-root)",
+    )
+    folder.add_argument(
         "--max-file-mb", type=float,
         help="skip files larger than this many MiB without reading them (default: LINEGUARD_MAX_FILE_MB, else 64)",
     )
@@ -138,6 +142,10 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
         "--good-sample-every", type=int, default=DEFAULT_GOOD_SAMPLE_EVERY,
         help=f"keep the pictures of one good frame in N (default {DEFAULT_GOOD_SAMPLE_EVERY}; 0: none)",
     )
+    worker.add_argument(
+        "--frame-root", type=Path,
+        help="read frames sent by reference (`ingest folder --by-reference`) only inside this folder (default: LINEGUARD_FRAME_ROOT; unset: none)",
+    )
     worker.add_argument("--name", help="worker name in rows and status (default host.pid)")
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (/metrics)")
     worker.set_defaults(handler=run_worker_command)
@@ -181,7 +189,7 @@ def run_ingest_folder(args: argparse.Namespace) -> int:
     try:
         source = FolderSource(
             args.directory, args.line, args.camera, engine=engine, recursive=args.recursive,
-            reconcile_interval_s=args.reconcile_interval, max_file_bytes=settings.max_file_bytes,
+            reconcile_interval_s=args.reconcile_interval, max_file_bytes=settings.max_file_bytes, by_reference=args.by_reference,
         )
         with stop_on_signals() as stop, _serving_metrics(args.metrics_port, redis, engine, settings):
             publisher = _publisher(redis, settings, args, stop)
@@ -236,6 +244,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
         threads=args.threads,
         name=args.name,
         verdict_topic_prefix=settings.mqtt_topic_prefix if settings.outbox_sinks else None,
+        frame_root=str(args.frame_root) if args.frame_root is not None else settings.frame_root,
+        max_reference_bytes=settings.max_file_bytes,
     )
     # Check both services answer before the worker registers, so a typo in a URL is one clear line.
     connect_redis(settings).close()

@@ -142,6 +142,22 @@ def test_a_folder_is_ingested_scored_and_counted(line_settings, small_checkpoint
     assert code == 0 and "0 frames queued" in out
 
 
+def test_a_folder_sent_by_reference_is_read_by_workers_inside_their_frame_root(sqlite_line_settings, small_checkpoint, tmp_path, capsys):  # noqa: F811
+    assert run(capsys, "db", "upgrade")[0] == 0
+    assert run(capsys, "models", "add", str(small_checkpoint), "--line", LINE, "--activate")[0] == 0
+    rng = np.random.default_rng(31)
+    images = {"good.png": png(make_part(rng, False)), "defect.png": png(make_part(rng, True))}
+    folder = write_images(tmp_path / "shared" / "incoming", images)
+
+    code, out, _ = run(capsys, "ingest", "folder", str(folder), "--line", LINE, "--camera", CAMERA, "--no-progress", "--by-reference")
+    assert code == 0 and "2 frames queued" in out
+    assert run(capsys, "worker", "--burst", "--device", "cpu", "--frame-root", str(tmp_path / "shared"))[0] == 0
+
+    counts = status_json(capsys)["lines"][LINE]
+    assert (counts["frames"], counts["flagged"], counts["errors"]) == (2, 1, 0)
+    assert run(capsys, "worker", "--frame-root", str(tmp_path / "missing"))[0] == 2
+
+
 def test_a_full_queue_drops_or_blocks_as_configured_and_drops_are_counted(sqlite_line_settings, tmp_path, capsys):  # noqa: F811
     assert run(capsys, "db", "upgrade")[0] == 0
     rng = np.random.default_rng(31)

@@ -160,6 +160,10 @@ def _register_models(commands: argparse._SubParsersAction) -> None:
         help="checkpoint file (`lineguard train`) or export folder (`lineguard export`); workers load it from this path",
     )
     add.add_argument("--line", help="line the model is for")
+    add.add_argument(
+        "--report", type=Path,
+        help="its evaluation report folder (default: the one `lineguard eval` recorded); its pictures go to the artifact store for the Models page",
+    )
     add.add_argument("--activate", action="store_true", help="make it the model --line scores with now")
     add.set_defaults(handler=run_models_add)
     activate = actions.add_parser("activate", help="make a registered model the one a line scores with")
@@ -265,12 +269,18 @@ def run_models_add(args: argparse.Namespace) -> int:
 
     if args.activate and not args.line:
         raise ValueError("--activate needs --line: the line that is to score with the model")
+    from store.artifacts import open_artifact_store
+
     engine = _open_store()
     try:
         checkpoint = register_checkpoint(
-            engine, args.checkpoint, args.line if args.activate else None, by=actor(None), reason=f"added from {args.checkpoint}"
+            engine, args.checkpoint, args.line if args.activate else None, by=actor(None), reason=f"added from {args.checkpoint}",
+            artifacts=open_artifact_store(Settings.from_environment().artifacts_url), report=args.report,
         )
         print(f"registered model {checkpoint['version']} from {args.checkpoint} (teacher: {checkpoint['teacher_source']})")
+        pictures = (checkpoint["metrics"] or {}).get("report_pictures")
+        if pictures:
+            print(f"evaluation pictures ({', '.join(pictures).lower()}) from {checkpoint['metrics']['report']} kept for the Models page")
         if checkpoint["random_teacher"]:
             log.warning("model %s was trained with a RANDOM teacher: its scores are not those of the real method", checkpoint["version"])
         if args.activate:

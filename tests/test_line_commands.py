@@ -69,6 +69,37 @@ def test_models_add_activate_and_list(line_settings, small_checkpoint, capsys): 
     assert code == 0 and f"active for {LINE}" in out
 
 
+def test_the_evaluation_reports_pictures_go_with_the_model_into_the_artifact_store(
+    sqlite_line_settings, small_checkpoint, synthetic_category, tmp_path, capsys  # noqa: F811
+):
+    """`eval` records where its report is; `models add` copies the report's pictures to the artifact
+    store, where the Models page reads them (a dashboard may not see this machine's folders)."""
+    import shutil
+
+    from store.artifacts import open_artifact_store
+    from store.records import get_model
+
+    assert run(capsys, "db", "upgrade")[0] == 0
+    checkpoint = Path(shutil.copy(small_checkpoint, tmp_path / "evaluated.pt"))
+    report = tmp_path / "report"
+    assert run(capsys, "eval", str(checkpoint), str(synthetic_category), "--report", str(report), "--device", "cpu", "--no-progress")[0] == 0
+    assert read_checkpoint(checkpoint)["metrics"]["report"] == str(report.resolve())
+    code, out, _ = run(capsys, "models", "add", str(checkpoint))
+    assert code == 0 and f"evaluation pictures (roc curves, score histogram) from {report.resolve()} kept" in out
+    version = read_checkpoint(checkpoint)["version"]
+    engine = make_engine(sqlite_line_settings.database_url)
+    try:
+        metrics = get_model(engine, version).metrics
+    finally:
+        engine.dispose()
+    artifacts = open_artifact_store(sqlite_line_settings.artifacts_url)
+    assert set(metrics["report_pictures"]) == {"ROC curves", "Score histogram"}
+    for title, name in (("ROC curves", "roc_curves.png"), ("Score histogram", "score_histogram.png")):
+        assert artifacts.get(metrics["report_pictures"][title]) == (report / name).read_bytes()
+    code, _, err = run(capsys, "models", "add", str(checkpoint), "--report", str(tmp_path / "nowhere"))
+    assert code == 2 and "no such report folder" in err
+
+
 def test_models_add_refuses_what_it_cannot_do(sqlite_line_settings, small_checkpoint, tmp_path, capsys):  # noqa: F811
     assert run(capsys, "db", "upgrade")[0] == 0
     code, _, err = run(capsys, "models", "add", str(small_checkpoint), "--activate")

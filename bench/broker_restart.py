@@ -5,8 +5,11 @@ runs it but without workers, so that the count is the relay's and the broker's a
 
 The relay is the real one (relay.runner.run_relay) on a SQLite outbox that a writer thread fills with
 `--messages` verdicts on two cameras at `--rate` per second, as workers would. The broker is the
-tests' mosquitto (tests/mqtt_fixtures.py) on a free port, stopped with SIGTERM once the consumer has a
-quarter of the verdicts and started again once `--while-down` more were written.
+tests' mosquitto (tests/mqtt_fixtures.py) on a free port, stopped once the consumer has a quarter of
+the verdicts and started again once `--while-down` more were written. `--stop term`: SIGTERM (it saves
+its state and closes its connections); `--stop hang`: SIGSTOP, so that the relay's messages stay
+unacknowledged in flight, and SIGKILL once `--while-down` were written: paho must send them again
+after the reconnect, before anything newer (the relay holds new ones back until they are acknowledged).
 
     PYTHONPATH=$PWD .venv/bin/python bench/broker_restart.py --broker-user mosquitto
     PYTHONPATH=$PWD .venv/bin/python bench/broker_restart.py --broker-user own
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import threading
@@ -52,6 +56,7 @@ def sent_count(engine) -> int:  # noqa: ANN001 - an Engine
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker-user", choices=["mosquitto", "own"], required=True)
+    parser.add_argument("--stop", choices=["term", "hang"], default="term", help="how the broker goes away")
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0, help="verdicts written per second")
     parser.add_argument("--while-down", type=int, default=40, help="verdicts written while the broker is down")
@@ -91,10 +96,15 @@ def main() -> int:
         time.sleep(0.01)
     sent_before_stop, received_before_stop = sent_count(engine), len(distinct())
     stopped_at = time.monotonic()
-    broker.kill()
+    if args.stop == "hang":
+        broker.process.send_signal(signal.SIGSTOP)
+    else:
+        broker.kill()
     written_at_stop = written[0]
     while written[0] < written_at_stop + args.while_down:
         time.sleep(0.01)
+    if args.stop == "hang":
+        broker.kill(signal.SIGKILL)
     broker.start()
     restarted_after = time.monotonic() - stopped_at
     deadline = time.monotonic() + args.wait
@@ -117,6 +127,7 @@ def main() -> int:
     )
     report = {
         "broker_user": args.broker_user,
+        "stop": args.stop,
         "verdicts": args.messages,
         "relay_marked_sent": sent_count(engine),
         "relay_marked_sent_before_stop": sent_before_stop,

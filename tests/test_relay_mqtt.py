@@ -1,12 +1,16 @@
 """Verdicts to the line over MQTT: 200 frames through two workers, the broker killed and started again
-mid-run; every verdict arrives, in outbox order per camera."""
+mid-run; every verdict arrives, in outbox order per camera. A broker that hangs with messages in flight:
+they are sent again, before anything newer."""
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import replace
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -20,6 +24,7 @@ from line_fixtures import (
     publish,
     register_checkpoint,
     row_count,
+    sqlite_engine,  # noqa: F401 - fixture
     start_lineguard,
     stop,
     wait_until,
@@ -29,10 +34,16 @@ from rq import SimpleWorker
 from sqlalchemy import select
 from store_fixtures import db_url, postgres_run_database  # noqa: F401 - fixtures
 
+from store_fixtures import BASE_TIME, make_record
+
 from lineguard.cli import main
+from relay.mqtt import MqttSender
+from relay.runner import RelayOptions, RelayTargets, run_relay
 from store.db import make_engine
+from store.inspections import write_inspections
 from store.schema import OutboxMessage
 from wire.protocol import make_queue
+from worker.verdict_outbox import verdict_outbox
 
 FRAMES = 200
 PREFIX = "lineguard-test"
@@ -99,3 +110,58 @@ def test_a_broker_killed_mid_run_loses_no_verdict_and_keeps_each_cameras_order(
         for process in processes:
             stop(process)
         engine.dispose()
+
+
+def test_messages_in_flight_when_the_broker_hangs_are_sent_again_before_newer_ones(own_broker, sqlite_engine, monkeypatch):  # noqa: F811
+    """A hung broker (SIGSTOP) leaves the relay's messages unacknowledged; killed and started again, it
+    gets them again from paho, which reports the new connection before it sends them. That window is
+    widened here by 0.3 s, as a busy scheduler may: verdicts written meanwhile must not overtake them."""
+    on_connect = MqttSender._on_connect
+
+    def slow_on_connect(self: MqttSender, *args: object) -> None:
+        on_connect(self, *args)
+        time.sleep(0.3)
+
+    monkeypatch.setattr(MqttSender, "_on_connect", slow_on_connect)
+    consumer = Consumer(own_broker.port, f"{PREFIX}/+/+/verdict")
+    stop_relay = threading.Event()
+    relay = threading.Thread(
+        target=run_relay, args=(sqlite_engine, RelayTargets(mqtt_url=own_broker.url), stop_relay, RelayOptions(reconnect_max_s=0.5))
+    )
+    written: list[str] = []
+
+    def write(count: int) -> None:
+        records = [
+            make_record(f"frame-{i}", BASE_TIME + timedelta(seconds=i), camera=f"cam-{i % 2}")
+            for i in range(len(written), len(written) + count)
+        ]
+        for record in records:  # one transaction per verdict, as batches of one would commit
+            write_inspections(sqlite_engine, [record], verdict_outbox([record], PREFIX))
+            written.append(record.frame_id)
+
+    relay.start()
+    try:
+        write(10)
+        wait_until(lambda: len(consumer.received()) >= 10, 30, "the first verdicts")
+        subscribed_at = time.time()
+        saved = own_broker.folder / "mosquitto.db"
+        wait_until(lambda: saved.exists() and saved.stat().st_mtime > subscribed_at, 10, "the broker to save the consumer's session")
+        assert own_broker.process is not None
+        own_broker.process.send_signal(signal.SIGSTOP)
+        write(20)
+        time.sleep(1)  # the relay publishes them to the hung broker: in flight, unacknowledged
+        own_broker.kill(signal.SIGKILL)
+        write(20)  # waiting in the outbox while the broker is down
+        own_broker.start()
+        wait_until(lambda: {m.frame_id for m in consumer.received()} >= set(written), 60, "every verdict after the restart")
+    finally:
+        stop_relay.set()
+        relay.join(10)
+        consumer.close()
+    received = consumer.received()
+    assert consumer.sessions_present[1:] == [True] * (len(consumer.sessions_present) - 1)
+    for camera in ("cam-0", "cam-1"):
+        first_arrivals = list(dict.fromkeys(m.frame_id for m in received if m.camera == camera))
+        assert first_arrivals == [frame for i, frame in enumerate(written) if f"cam-{i % 2}" == camera], (
+            f"{camera}: verdicts arrived out of the outbox's order"
+        )

@@ -33,7 +33,7 @@ from model.calibration import Calibration
 from model.checkpoint import library_versions, load_checkpoint, model_from_payload, read_checkpoint
 from model.errors import DatasetError, ExportError, ParityError
 from model.evaluation import find_test_cases
-from model.geometry import IMAGENET_MEAN, IMAGENET_STD, fit_image, to_network_input
+from model.geometry import IMAGENET_MEAN, IMAGENET_STD, fit_image, in_region, to_network_input
 from model.image_stats import STAT_NAMES, ImageReference
 from model.images import list_images, read_image
 from model.recipe import Recipe
@@ -316,7 +316,7 @@ def _quantise_int8(onnx_file: Path, images: list[np.ndarray], recipe: Recipe) ->
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter([{INPUT_NAME: to_network_input([fit_image(image, height, width).pixels]).numpy()} for image in images])
+            self._batches = iter([{INPUT_NAME: to_network_input([fit_image(in_region(image, recipe.region), height, width).pixels]).numpy()} for image in images])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._batches, None)

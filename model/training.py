@@ -23,7 +23,7 @@ from model.checkpoint import save_checkpoint
 from model.image_stats import image_reference
 from model.devices import autocast, resolve_device, resolve_precision
 from model.errors import DatasetError, InvalidImageError
-from model.geometry import fit_image, input_shape_for, to_network_input
+from model.geometry import fit_image, in_region, input_shape_for, region_box, to_network_input
 from model.images import list_images, read_image, read_image_shape
 from model import tiling
 from model.global_branch import HIGH_QUANTILE, LOW_QUANTILE
@@ -98,12 +98,13 @@ def split_calibration(count: int, settings: TrainingSettings, rng: np.random.Gen
 
 def load_training_images(paths: list[Path], recipe: Recipe, progress: bool) -> tuple[list[np.ndarray], list[str]]:
     """Decode each image and keep it as the network will see it (uint8): fitted into the input
-    shape, or with a pixel_scale scaled by it (tiles are cut from it when training)."""
+    shape, or with a pixel_scale scaled by it (tiles are cut from it when training); with the
+    recipe's region, its region only."""
     height, width = recipe.input_shape
     images, unreadable = [], []
     for path in tqdm(paths, desc="loading good images", unit="image", disable=not progress):
         try:
-            image = read_image(path)
+            image = in_region(read_image(path), recipe.region)
             images.append(fit_image(image, height, width).pixels if recipe.pixel_scale is None else tiling.scaled(image, recipe.pixel_scale))
         except InvalidImageError as error:
             log.warning("skipping %s", error)
@@ -250,7 +251,7 @@ def fit_map_quantiles(network: TeacherStudent, paths: list[Path], device: torch.
             fitted = []
             for path in paths[start : start + CALIBRATION_BATCH]:
                 try:
-                    fitted.append(fit_image(read_image(path), height, width))
+                    fitted.append(fit_image(in_region(read_image(path), network.recipe.region), height, width))
                 except InvalidImageError as error:
                     log.warning("skipping %s", error)
             if not fitted:
@@ -320,8 +321,9 @@ def train(
     normalisation_idx = np.zeros(0, dtype=np.int64)
     if recipe.global_branch:
         train_idx, normalisation_idx = split_map_normalisation(train_idx, len(paths), rng)
-    # Tiles are square; a whole image is seen in the training images' median aspect ratio.
-    frame_shapes = [(1, 1)] if recipe.pixel_scale is not None else [shapes[i] for i in train_idx]
+    # Tiles are square; a whole image (its region) is seen in the training images' median aspect ratio.
+    seen_shapes = [(bottom - top, right - left) for (top, left, bottom, right) in (region_box(*shapes[i], recipe.region) for i in train_idx)]
+    frame_shapes = [(1, 1)] if recipe.pixel_scale is not None else seen_shapes
     input_shape = input_shape_for(frame_shapes, recipe.image_size, recipe.stride)
     recipe = Recipe.model_validate({**recipe.model_dump(), "input_shape": input_shape})
 

@@ -27,6 +27,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--pixel-scale", type=float, help="score in tiles of --image-size at this scale of the images (1.0: native), for textures"
     )
     train.add_argument(
+        "--lighting", choices=["as_captured", "levelled"], help="levelled: each image divided by its own smooth illumination (textures)"
+    )
+    train.add_argument(
         "--region",
         help="top,left,bottom,right of the part's fixed place in the frame, as fractions (e.g. 0.1,0.2,0.9,0.8): "
         "only it is trained on and scored",
@@ -107,6 +110,7 @@ def run_train(args: argparse.Namespace) -> int:
             "student_width": "student_width",
             "global_branch": "global_branch",
             "pixel_scale": "pixel_scale",
+            "lighting": "lighting",
         },
     )
     if args.region:

@@ -33,9 +33,10 @@ from model.calibration import Calibration
 from model.checkpoint import library_versions, load_checkpoint, model_from_payload, read_checkpoint
 from model.errors import DatasetError, ExportError, ParityError
 from model.evaluation import find_test_cases
-from model.geometry import IMAGENET_MEAN, IMAGENET_STD, fit_image, in_region, to_network_input
+from model.geometry import IMAGENET_MEAN, IMAGENET_STD, fit_image, to_network_input
 from model.image_stats import STAT_NAMES, ImageReference
 from model.images import list_images, read_image
+from model.lighting import as_seen
 from model.recipe import Recipe
 from model.runtimes import INPUT_NAME, ONNXRUNTIME, OPENVINO, OUTPUT_NAME, OnnxRuntimeMaps, OpenVinoMaps
 from model.scoring import InspectionModel, TeacherStudent
@@ -316,7 +317,7 @@ def _quantise_int8(onnx_file: Path, images: list[np.ndarray], recipe: Recipe) ->
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter([{INPUT_NAME: to_network_input([fit_image(in_region(image, recipe.region), height, width).pixels]).numpy()} for image in images])
+            self._batches = iter([{INPUT_NAME: to_network_input([fit_image(as_seen(image, recipe), height, width).pixels]).numpy()} for image in images])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._batches, None)

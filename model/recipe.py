@@ -52,6 +52,11 @@ class Recipe(BaseModel):
         description="(top, left, bottom, right) of the part's fixed place in the camera's view, as fractions of the frame's "
         "height and width: only this region is seen, trained on and scored (its map is 0 elsewhere); None: the whole frame",
     )
+    lighting: Literal["as_captured", "levelled"] = Field(
+        "as_captured",
+        description="levelled: each image divided by its own smooth illumination (model/lighting.py), for textures and "
+        "surfaces under varying light; as_captured: as the camera saw it",
+    )
     image_score: Literal["max", "topk_mean"] = Field("topk_mean", description="how a map becomes one score")
     topk_fraction: float = Field(0.05, gt=0.0, le=1.0, description="share of map pixels averaged by topk_mean")
 

@@ -17,6 +17,7 @@ from torch import nn
 from model.calibration import Calibration
 from model import tiling
 from model.geometry import FittedImage, content_of, fit_image, in_region, map_to_image, to_network_input
+from model.lighting import as_seen
 from model.global_branch import GlobalAutoencoder, normalised
 from model.image_stats import ImageReference
 from model.loss import discrepancy_map
@@ -197,9 +198,9 @@ class InspectionModel:
 
     def prepare(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[FittedImage]]:
         """(H,W,3) uint8 RGB images of any shapes -> the network's input batch on this model's
-        device, and where each image (its region, with the recipe's region) lies in it."""
+        device, and where each image (as the recipe sees it: its region, its lighting) lies in it."""
         height, width = self.recipe.input_shape
-        fitted = [fit_image(in_region(image, self.recipe.region), height, width) for image in images]
+        fitted = [fit_image(as_seen(image, self.recipe), height, width) for image in images]
         return to_network_input([f.pixels for f in fitted], self.device), fitted
 
     @torch.inference_mode()
@@ -220,7 +221,7 @@ class InspectionModel:
         height, width = self.recipe.input_shape
         tiles, layouts = [], []
         for image in images:
-            at_scale = tiling.scaled(in_region(image, self.recipe.region), self.recipe.pixel_scale)
+            at_scale = tiling.scaled(as_seen(image, self.recipe), self.recipe.pixel_scale)
             image_tiles, boxes = tiling.cut_tiles(at_scale, height, width)
             layouts.append((len(tiles), boxes, *at_scale.shape[:2]))
             tiles += image_tiles
@@ -243,7 +244,7 @@ class InspectionModel:
         return [content_of(m, f) for m, f in zip(maps, fitted)], scores
 
     def in_region(self, image: np.ndarray) -> np.ndarray:
-        """The pixels of `image` this model sees: its recipe's region (the whole image without one)."""
+        """The pixels of `image` inside the recipe's region (the whole image without one), as captured."""
         return in_region(image, self.recipe.region)
 
     def raw_scores(self, images: list[np.ndarray]) -> np.ndarray:

@@ -9,6 +9,11 @@ the next reconciliation pass (see ingest.ledgers): at the start and end of every
 `reconcile_interval_s` while watching. Only regular image files within a size limit are taken, and
 read so that no special file is ever opened (see ingest.file_checks); every file skipped is counted
 and recorded once per run as a source event.
+
+Sent by reference (`by_reference`), a file is checked, opened and claimed alike but not read: its
+path travels instead of its bytes, for workers that mount the folder at the same path and read it
+inside their frame root (worker.references). Where the folder is on a shared volume, that spares
+Redis the frames' bytes (bench/capacity.py).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from ingest.file_checks import (
     read_at_most,
     read_checked,
 )
-from ingest.frames import Frame, check_stream_name, new_frame_id
+from ingest.frames import FileReference, Frame, check_stream_name, new_frame_id
 from ingest.ledgers import FolderLedger
 from ingest.publisher import Publisher
 from store.records import (
@@ -156,6 +161,7 @@ class FolderSource:
         poll_interval_s: float = 1.0,
         reconcile_interval_s: float = 10.0,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        by_reference: bool = False,
     ) -> None:
         """Describe the source; nothing is read until `run`.
 
@@ -171,6 +177,8 @@ class FolderSource:
             poll_interval_s: time between directory scans while watching.
             reconcile_interval_s: time between reconciliation passes while watching.
             max_file_bytes: larger files are skipped without being read.
+            by_reference: send each file's path instead of its bytes (the folder must be on
+                storage the workers share, mounted at the same path).
         """
         folder = Path(directory).expanduser().resolve()
         if not folder.is_dir():
@@ -199,6 +207,7 @@ class FolderSource:
         self._poll_interval_s = poll_interval_s
         self._reconcile_interval_s = reconcile_interval_s
         self._max_file_bytes = max_file_bytes
+        self._by_reference = by_reference
         self._run: SourceRun | None = None
 
     def run(
@@ -286,14 +295,20 @@ class FolderSource:
             checked = check_file(path, self.directory, self._extensions, self._max_file_bytes)
             if checked.mtime != claim.mtime:
                 return False  # rewritten since: the new version is claimed as a file of its own
-            data = read_checked(checked, self._max_file_bytes)
+            if self._by_reference:
+                open_checked(checked).close()  # the very file checked, still there
+                data = b""
+            else:
+                data = read_checked(checked, self._max_file_bytes)
         except (FileSkippedError, OSError):
             return False
-        publisher.publish(self._frame(claim.frame_id, path, claim.mtime, data))
+        publisher.publish(self._frame(claim.frame_id, path, claim.mtime, data, checked))
         return True
 
-    def _frame(self, frame_id: str, path: Path, mtime: float, data: bytes) -> Frame:
-        """The frame of one file, captured at its mtime, found by its path inside the folder."""
+    def _frame(self, frame_id: str, path: Path, mtime: float, data: bytes, checked: CheckedFile) -> Frame:
+        """The frame of one file, captured at its mtime, found by its path inside the folder; sent
+        by reference, it names the checked file itself (a link's target inside the folder)."""
+        reference = FileReference(str(checked.target), checked.size) if self._by_reference else None
         return Frame(
             frame_id=frame_id,
             line=self.line,
@@ -302,6 +317,7 @@ class FolderSource:
             captured_at=datetime.fromtimestamp(mtime, tz=timezone.utc),
             data=data,
             origin=path.relative_to(self.directory).as_posix() if path.is_relative_to(self.directory) else path.name,
+            reference=reference,
         )
 
     def _list_files(self) -> tuple[list[CheckedFile], list[FileSkippedError]]:
@@ -367,7 +383,7 @@ class FolderSource:
                 stats.already_ingested += 1
                 return "already_ingested"
             try:
-                data = read_at_most(handle, state, self._max_file_bytes)
+                data = b"" if self._by_reference else read_at_most(handle, state, self._max_file_bytes)
             except FileSkippedError as error:
                 skipped.append(error)
                 return "skipped"
@@ -375,7 +391,7 @@ class FolderSource:
                 skipped.append(FileSkippedError("unreadable", state.path, f"cannot be read: {error}"))
                 return "skipped"
         # The bytes go as they are, even a corrupt image: the worker records undecodable frames.
-        publisher.publish(self._frame(frame_id, state.path, state.mtime, data))
+        publisher.publish(self._frame(frame_id, state.path, state.mtime, data, state))
         stats.published += 1
         return "published"
 

@@ -1,7 +1,8 @@
 """The frame: one captured image with where and when it was taken.
 
 A frame keeps its image as encoded bytes (the file's own bytes, or a video frame encoded once), so
-ingest never decodes an image it only forwards; the worker decodes.
+ingest never decodes an image it only forwards; the worker decodes. A frame whose file lies on
+storage the workers share may instead be sent by reference: its path, which the worker reads.
 """
 
 from __future__ import annotations
@@ -35,6 +36,21 @@ def new_frame_id() -> str:
 
 
 @dataclass(frozen=True)
+class FileReference:
+    """Where a frame sent by reference lies: the absolute path of a regular file on storage that the
+    workers share (mounted at the same path), and its size when it was taken."""
+
+    path: str
+    size: int
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise ValueError(f"a frame reference is an absolute path, got {self.path!r}")
+        if self.size < 0:
+            raise ValueError(f"a frame reference's size is >= 0, got {self.size}")
+
+
+@dataclass(frozen=True)
 class Frame:
     """One captured image on its way to a worker.
 
@@ -49,6 +65,8 @@ class Frame:
             folder, a video's frame position), or None.
         sequence: the camera's frame number, for stream sources (see ``store.streams``); None for
             a folder, whose files are found by their path.
+        reference: for a frame sent by reference, its file (then `data` is empty); None when the
+            bytes travel.
     """
 
     frame_id: str
@@ -59,8 +77,16 @@ class Frame:
     data: bytes = field(repr=False)
     origin: str | None = None
     sequence: int | None = None
+    reference: FileReference | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes of the encoded image: the data's, or the referenced file's."""
+        return self.reference.size if self.reference is not None else len(self.data)
 
     def __post_init__(self) -> None:
+        if self.reference is not None and self.data:
+            raise ValueError(f"frame {self.frame_id} is sent by reference: its bytes stay in the file, data must be empty")
         check_stream_name("line", self.line)
         check_stream_name("camera", self.camera)
         if self.captured_at.tzinfo is None:

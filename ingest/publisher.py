@@ -1,4 +1,5 @@
-"""Publishing frames into Redis: frame bytes under keys with a TTL, micro-batches as rq jobs.
+"""Publishing frames into Redis: frame bytes (or a frame's file path) under keys with a TTL,
+micro-batches as rq jobs.
 
 The wire format (keys, payload, job function, counters) is `wire.protocol`'s; this module decides
 when a batch goes and what happens at a full queue:
@@ -298,7 +299,8 @@ class Publisher:
                 enqueued_at=enqueued_at,
                 expires_at=enqueued_at + timedelta(seconds=self._frame_ttl_s),
                 key=frame_key(frame.frame_id),
-                size=len(frame.data),
+                size=frame.size,
+                reference=frame.reference.path if frame.reference is not None else None,
             )
             for frame in batch
         ]
@@ -307,7 +309,9 @@ class Publisher:
             # MULTI first: rq adds its own commands to this pipeline and requires the transaction open.
             pipe.multi()
             for frame, entry in zip(batch, entries):
-                pipe.set(entry.key, frame.data, ex=self._frame_ttl_s)
+                # A frame sent by reference keeps its path under the key, so the key means what it does for bytes.
+                value = frame.data if entry.reference is None else entry.reference.encode()
+                pipe.set(entry.key, value, ex=self._frame_ttl_s)
             for stream, count in streams.items():
                 pipe.hincrby(PUBLISHED_KEY, stream, count)
             enqueue_scoring_job(

@@ -98,6 +98,7 @@ def run_recalibrate(args: argparse.Namespace) -> int:
     from lineguard.recalibration import plan_recalibration, save_recalibration
     from lineguard.registration import register_checkpoint
     from lineguard.services import open_store
+    from store.artifacts import open_artifact_store
 
     engine = open_store(Settings.from_environment())
     try:
@@ -123,7 +124,8 @@ def run_recalibrate(args: argparse.Namespace) -> int:
             print(f"  {label} ({len(frames)}): {', '.join(frames) or '-'}")
         version, path = save_recalibration(plan, args.out)
         reason = f"recalibrated on {plan.parts} parts of line {args.line}"
-        register_checkpoint(engine, path, args.line if args.activate else None, by=actor(args.by), reason=reason)
+        artifacts = open_artifact_store(Settings.from_environment().artifacts_url)  # the report's pictures, as for its base
+        register_checkpoint(engine, path, args.line if args.activate else None, by=actor(args.by), reason=reason, artifacts=artifacts)
     finally:
         engine.dispose()
     print(f"registered model {version} ({path})")

@@ -81,6 +81,10 @@ def _register_ingest(commands: argparse._SubParsersAction) -> None:
     folder.add_argument("--watch", action="store_true", help="after the files present, keep publishing new ones")
     folder.add_argument("--recursive", action="store_true", help="also take files in subfolders")
     folder.add_argument(
+        "--by-reference", action="store_true",
+        help="send each file's path instead of its bytes: for a folder on storage the workers share at the same path (their --frame-root)",
+    )
+    folder.add_argument(
         "--max-file-mb", type=float,
         help="skip files larger than this many MiB without reading them (default: LINEGUARD_MAX_FILE_MB, else 64)",
     )
@@ -138,6 +142,10 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
         "--good-sample-every", type=int, default=DEFAULT_GOOD_SAMPLE_EVERY,
         help=f"keep the pictures of one good frame in N (default {DEFAULT_GOOD_SAMPLE_EVERY}; 0: none)",
     )
+    worker.add_argument(
+        "--frame-root", type=Path,
+        help="read frames sent by reference (`ingest folder --by-reference`) only inside this folder (default: LINEGUARD_FRAME_ROOT; unset: none)",
+    )
     worker.add_argument("--name", help="worker name in rows and status (default host.pid)")
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (/metrics)")
     worker.set_defaults(handler=run_worker_command)
@@ -152,6 +160,10 @@ def _register_models(commands: argparse._SubParsersAction) -> None:
         help="checkpoint file (`lineguard train`) or export folder (`lineguard export`); workers load it from this path",
     )
     add.add_argument("--line", help="line the model is for")
+    add.add_argument(
+        "--report", type=Path,
+        help="its evaluation report folder (default: the one `lineguard eval` recorded); its pictures go to the artifact store for the Models page",
+    )
     add.add_argument("--activate", action="store_true", help="make it the model --line scores with now")
     add.set_defaults(handler=run_models_add)
     activate = actions.add_parser("activate", help="make a registered model the one a line scores with")
@@ -177,7 +189,7 @@ def run_ingest_folder(args: argparse.Namespace) -> int:
     try:
         source = FolderSource(
             args.directory, args.line, args.camera, engine=engine, recursive=args.recursive,
-            reconcile_interval_s=args.reconcile_interval, max_file_bytes=settings.max_file_bytes,
+            reconcile_interval_s=args.reconcile_interval, max_file_bytes=settings.max_file_bytes, by_reference=args.by_reference,
         )
         with stop_on_signals() as stop, _serving_metrics(args.metrics_port, redis, engine, settings):
             publisher = _publisher(redis, settings, args, stop)
@@ -232,6 +244,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
         threads=args.threads,
         name=args.name,
         verdict_topic_prefix=settings.mqtt_topic_prefix if settings.outbox_sinks else None,
+        frame_root=str(args.frame_root) if args.frame_root is not None else settings.frame_root,
+        max_reference_bytes=settings.max_file_bytes,
     )
     # Check both services answer before the worker registers, so a typo in a URL is one clear line.
     connect_redis(settings).close()
@@ -255,12 +269,18 @@ def run_models_add(args: argparse.Namespace) -> int:
 
     if args.activate and not args.line:
         raise ValueError("--activate needs --line: the line that is to score with the model")
+    from store.artifacts import open_artifact_store
+
     engine = _open_store()
     try:
         checkpoint = register_checkpoint(
-            engine, args.checkpoint, args.line if args.activate else None, by=actor(None), reason=f"added from {args.checkpoint}"
+            engine, args.checkpoint, args.line if args.activate else None, by=actor(None), reason=f"added from {args.checkpoint}",
+            artifacts=open_artifact_store(Settings.from_environment().artifacts_url), report=args.report,
         )
         print(f"registered model {checkpoint['version']} from {args.checkpoint} (teacher: {checkpoint['teacher_source']})")
+        pictures = (checkpoint["metrics"] or {}).get("report_pictures")
+        if pictures:
+            print(f"evaluation pictures ({', '.join(pictures).lower()}) from {checkpoint['metrics']['report']} kept for the Models page")
         if checkpoint["random_teacher"]:
             log.warning("model %s was trained with a RANDOM teacher: its scores are not those of the real method", checkpoint["version"])
         if args.activate:

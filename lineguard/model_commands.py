@@ -153,7 +153,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if is_export(args.model):
         log.info("metrics not recorded: an export carries its checkpoint's metrics (evaluate the checkpoint to record them)")
     elif not args.no_record:
-        record_metrics(args.model, {**figures, "evaluated_on": str(args.category.resolve())})
+        record_metrics(args.model, {**figures, "evaluated_on": str(args.category.resolve()), "report": str(args.report.resolve())})
         log.info("metrics recorded in %s; `lineguard models add` takes them to the store", args.model)
     return 0
 

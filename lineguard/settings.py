@@ -31,6 +31,7 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "artifacts_url": "LINEGUARD_ARTIFACTS",
     "queue_name": "LINEGUARD_QUEUE",
     "max_file_mb": "LINEGUARD_MAX_FILE_MB",
+    "frame_root": "LINEGUARD_FRAME_ROOT",
     "mqtt_url": "LINEGUARD_MQTT_URL",
     "mqtt_topic_prefix": "LINEGUARD_MQTT_PREFIX",
     "webhook_url": "LINEGUARD_WEBHOOK_URL",
@@ -64,6 +65,13 @@ class Settings(BaseModel):
         description=(
             "folder ingesters skip files larger than this many MiB without reading them; "
             "unset: ingest.file_checks.DEFAULT_MAX_FILE_BYTES, 64 MiB (LINEGUARD_MAX_FILE_MB)"
+        ),
+    )
+    frame_root: str | None = Field(
+        None,
+        description=(
+            "folder on storage the workers share inside which they read frames sent by reference "
+            "(`ingest folder --by-reference`), at most max_file_mb each; unset: they read none (LINEGUARD_FRAME_ROOT)"
         ),
     )
 

@@ -79,6 +79,17 @@ def jpeg(rgb: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
+def report_pictures(artifacts: FileArtifactStore, version: str) -> dict:
+    """The report fields `lineguard models add` records for a model evaluated with `--report`: its
+    folder and its pictures, stored (two plain PNGs here) under the keys it uses."""
+    pictures = {}
+    for title, name in (("ROC curves", "roc_curves.png"), ("Score histogram", "score_histogram.png")):
+        key = f"models/{version}/report/{name}"
+        artifacts.put(key, cv2.imencode(".png", np.full((60, 80, 3), 200, np.uint8))[1].tobytes())
+        pictures[title] = key
+    return {"report": f"/reports/{version}", "report_pictures": pictures}
+
+
 def populate(database_url: str, artifacts_root: Path, now: datetime, seed: int = 0) -> Populated:
     """Models, inspections of the last half hour and of two days ago, images of flagged parts, a few reviews."""
     engine = make_engine(database_url)
@@ -93,7 +104,7 @@ def populate(database_url: str, artifacts_root: Path, now: datetime, seed: int =
                 checkpoint_path=f"/models/{version}.pt",
                 recipe={"backbone": "vgg16", "image_size": IMAGE_SIZE},
                 calibration={"threshold": 2.5, "false_reject_rate": 0.01, "n_images": 12},
-                metrics={"image_auroc": 0.55 if random_teacher else 0.97, "pixel_auroc": 0.9},
+                metrics={"image_auroc": 0.55 if random_teacher else 0.97, "pixel_auroc": 0.9, **report_pictures(artifacts, version)},
                 teacher_source="random" if random_teacher else "file:vgg16_imagenet_features.pth",
                 random_teacher=random_teacher,
                 training_data={"images": 48},

@@ -303,6 +303,8 @@ def test_models_page_lists_versions_metrics_calibration_and_lines(dashboard_env:
     assert table.loc["ts-random-1", "calibration threshold"] == pytest.approx(2.5)
     at.selectbox(key="models_version").select("ts-imagenet-1").run()
     assert at.subheader[0].value == "ts-imagenet-1"
+    assert [caption for image in at.image for caption in image.captions] == ["ROC curves", "Score histogram"]
+    assert not at.json, "the Models page shows no raw JSON"
     assert not any("this model was trained with a random teacher" in warning.value for warning in at.warning)
     at.selectbox(key="models_version").select("ts-random-1").run()
     assert any("this model was trained with a random teacher" in warning.value for warning in at.warning)

@@ -310,3 +310,25 @@ def test_a_stop_at_a_full_queue_ends_the_run_and_the_next_run_sends_what_was_lef
     again = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0).run(Publisher(redis, queue_name=QUEUE, batch_size=4, max_wait_s=0.1))
     assert (again.republished, again.published, again.already_ingested) == (1, 1, 2)
     assert sorted(item["origin"] for item, _ in published_frames(redis)) == ["part-1.png", "part-2.png"]
+
+
+def test_by_reference_sends_each_checked_file_by_its_path_not_its_bytes(
+    images: Path, engine: Engine, publisher: Publisher, redis: Redis
+) -> None:
+    contents = {f"part_{index}.png": png_bytes(index) for index in range(3)}
+    for age, (name, data) in enumerate(reversed(contents.items()), start=1):
+        write_file(images / name, data, age_s=10.0 * age)
+    (images / "alias.png").symlink_to(images / "part_0.png")  # a link inside the folder names its target
+    os.utime(images / "alias.png", (time.time() - 1, time.time() - 1), follow_symlinks=False)
+
+    stats = FolderSource(images, "L1", "C1", engine=engine, stable_seconds=0.1, poll_interval_s=0.05, by_reference=True).run(publisher)
+
+    assert stats.published == len(contents) + 1
+    frames = published_frames(redis)
+    by_origin = {item["origin"]: (item, value) for item, value in frames}
+    for name, data in contents.items():
+        item, value = by_origin[name]
+        path = str((images / name).resolve())
+        assert item["reference"] == path and value == path.encode()  # the key holds the path, so its TTL means what it does for bytes
+        assert item["size"] == len(data)
+    assert by_origin["alias.png"][0]["reference"] == str((images / "part_0.png").resolve())

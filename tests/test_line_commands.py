@@ -69,6 +69,37 @@ def test_models_add_activate_and_list(line_settings, small_checkpoint, capsys): 
     assert code == 0 and f"active for {LINE}" in out
 
 
+def test_the_evaluation_reports_pictures_go_with_the_model_into_the_artifact_store(
+    sqlite_line_settings, small_checkpoint, synthetic_category, tmp_path, capsys  # noqa: F811
+):
+    """`eval` records where its report is; `models add` copies the report's pictures to the artifact
+    store, where the Models page reads them (a dashboard may not see this machine's folders)."""
+    import shutil
+
+    from store.artifacts import open_artifact_store
+    from store.records import get_model
+
+    assert run(capsys, "db", "upgrade")[0] == 0
+    checkpoint = Path(shutil.copy(small_checkpoint, tmp_path / "evaluated.pt"))
+    report = tmp_path / "report"
+    assert run(capsys, "eval", str(checkpoint), str(synthetic_category), "--report", str(report), "--device", "cpu", "--no-progress")[0] == 0
+    assert read_checkpoint(checkpoint)["metrics"]["report"] == str(report.resolve())
+    code, out, _ = run(capsys, "models", "add", str(checkpoint))
+    assert code == 0 and f"evaluation pictures (roc curves, score histogram) from {report.resolve()} kept" in out
+    version = read_checkpoint(checkpoint)["version"]
+    engine = make_engine(sqlite_line_settings.database_url)
+    try:
+        metrics = get_model(engine, version).metrics
+    finally:
+        engine.dispose()
+    artifacts = open_artifact_store(sqlite_line_settings.artifacts_url)
+    assert set(metrics["report_pictures"]) == {"ROC curves", "Score histogram"}
+    for title, name in (("ROC curves", "roc_curves.png"), ("Score histogram", "score_histogram.png")):
+        assert artifacts.get(metrics["report_pictures"][title]) == (report / name).read_bytes()
+    code, _, err = run(capsys, "models", "add", str(checkpoint), "--report", str(tmp_path / "nowhere"))
+    assert code == 2 and "no such report folder" in err
+
+
 def test_models_add_refuses_what_it_cannot_do(sqlite_line_settings, small_checkpoint, tmp_path, capsys):  # noqa: F811
     assert run(capsys, "db", "upgrade")[0] == 0
     code, _, err = run(capsys, "models", "add", str(small_checkpoint), "--activate")
@@ -109,6 +140,22 @@ def test_a_folder_is_ingested_scored_and_counted(line_settings, small_checkpoint
     # Running the folder again publishes nothing: every file was ingested once.
     code, out, _ = run(capsys, "ingest", "folder", str(folder), "--line", LINE, "--camera", CAMERA, "--no-progress")
     assert code == 0 and "0 frames queued" in out
+
+
+def test_a_folder_sent_by_reference_is_read_by_workers_inside_their_frame_root(sqlite_line_settings, small_checkpoint, tmp_path, capsys):  # noqa: F811
+    assert run(capsys, "db", "upgrade")[0] == 0
+    assert run(capsys, "models", "add", str(small_checkpoint), "--line", LINE, "--activate")[0] == 0
+    rng = np.random.default_rng(31)
+    images = {"good.png": png(make_part(rng, False)), "defect.png": png(make_part(rng, True))}
+    folder = write_images(tmp_path / "shared" / "incoming", images)
+
+    code, out, _ = run(capsys, "ingest", "folder", str(folder), "--line", LINE, "--camera", CAMERA, "--no-progress", "--by-reference")
+    assert code == 0 and "2 frames queued" in out
+    assert run(capsys, "worker", "--burst", "--device", "cpu", "--frame-root", str(tmp_path / "shared"))[0] == 0
+
+    counts = status_json(capsys)["lines"][LINE]
+    assert (counts["frames"], counts["flagged"], counts["errors"]) == (2, 1, 0)
+    assert run(capsys, "worker", "--frame-root", str(tmp_path / "missing"))[0] == 2
 
 
 def test_a_full_queue_drops_or_blocks_as_configured_and_drops_are_counted(sqlite_line_settings, tmp_path, capsys):  # noqa: F811

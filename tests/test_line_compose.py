@@ -148,3 +148,16 @@ def test_passwords_come_from_the_environment_and_redis_keeps_an_append_only_file
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--appendfsync") + 1] == "everysec"
     assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])
+
+
+def test_frames_sent_by_reference_lie_inside_every_workers_frame_root(compose):
+    services = compose["services"]
+    command = services["ingest"]["command"]
+    assert "--by-reference" in command
+    build_parser().parse_args(command[1:])
+    folder = command[command.index("folder") + 1]
+    for name in ("worker", "worker-gpu"):
+        root = services[name]["environment"]["LINEGUARD_FRAME_ROOT"]
+        assert folder == root or folder.startswith(root.rstrip("/") + "/"), name
+        mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in services[name]["volumes"]}
+        assert mounts[root] == next(v.split(":")[0] for v in services["ingest"]["volumes"] if v.split(":")[1] == folder), name

@@ -31,6 +31,7 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import Engine
 from store_fixtures import db_url, postgres_run_database, store_engine  # noqa: F401 - fixtures
 
+from ingest.frames import FileReference
 from wire.protocol import frame_key, make_queue
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.images import MIN_SIDE, decode_image
@@ -40,6 +41,7 @@ from worker.context import WorkerContext, installed
 from worker.errors import NoWorkerContextError
 from worker.jobs import EXPIRED_REASON, UNRECORDABLE_REASON, score_batch, score_frames
 from worker.model_cache import ModelCache
+from worker.references import frame_root
 
 
 class StepClock:
@@ -194,6 +196,44 @@ def test_bytes_lost_with_redis_before_their_expiry_get_no_error_row(line_redis, 
 
     assert set(rows_by_origin(sqlite_engine, frames)) == {"kept"}
     assert (outcome.scored, outcome.errors, outcome.lost_with_redis) == (1, 0, 1)
+
+
+def test_frames_sent_by_reference_are_read_inside_the_frame_root_and_scored_like_bytes(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    register_checkpoint(sqlite_engine, small_checkpoint)
+    rng = np.random.default_rng(9)
+    root = tmp_path / "shared"
+    root.mkdir()
+    (tmp_path / "secret.png").write_bytes(png(make_part(rng, False)))
+    files = {"good": png(make_part(rng, False)), "defective": png(make_part(rng, True)), "rewritten": png(make_part(rng, False))}
+    for name, data in files.items():
+        (root / f"{name}.png").write_bytes(data)
+    frames = [replace(make_frame(b"", name), reference=FileReference(str(root / f"{name}.png"), len(data))) for name, data in files.items()]
+    outside = str(root / ".." / "secret.png")
+    frames.append(replace(make_frame(b"", "traversal"), reference=FileReference(outside, (tmp_path / "secret.png").stat().st_size)))
+    (root / "rewritten.png").write_bytes(files["rewritten"] + b"appended")
+    publish(line_redis, frames, batch_size=len(frames))
+
+    outcome = score_batch(make_context(line_redis, sqlite_engine, tmp_path, frame_root=frame_root(root)), queued_payloads(line_redis)[0])
+
+    rows = rows_by_origin(sqlite_engine, frames)
+    assert (rows["good"]["verdict"], rows["defective"]["verdict"]) == ("good", "defect")
+    assert "rewritten since" in rows["rewritten"]["error"]
+    assert "not an absolute, normal path" in rows["traversal"]["error"] and rows["traversal"]["verdict"] == "error"
+    assert (outcome.scored, outcome.errors) == (2, 2)
+    assert not any(line_redis.exists(frame_key(frame.frame_id)) for frame in frames)
+    assert all((root / f"{name}.png").exists() for name in files)  # the files are the source's, never deleted
+
+
+def test_a_worker_without_a_frame_root_records_frames_sent_by_reference_as_errors(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    register_checkpoint(sqlite_engine, small_checkpoint)
+    data = png(make_part(np.random.default_rng(10), False))
+    (tmp_path / "part.png").write_bytes(data)
+    frames = [replace(make_frame(b"", "part"), reference=FileReference(str(tmp_path / "part.png"), len(data)))]
+    publish(line_redis, frames, batch_size=1)
+
+    score_batch(make_context(line_redis, sqlite_engine, tmp_path), queued_payloads(line_redis)[0])
+
+    assert "no --frame-root" in rows_by_origin(sqlite_engine, frames)["part"]["error"]
 
 
 def test_a_line_without_an_active_model_gets_error_rows_not_a_crash(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811

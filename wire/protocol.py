@@ -3,7 +3,11 @@
 The publisher (``ingest``) encodes, the worker decodes and validates, ``lineguard status`` and the
 dashboard read; all of them import this module and nothing else spells a key or a field.
 
-- Frame bytes: one Redis string per frame under ``lineguard:frame:<frame_id>``, with a TTL.
+- Frame bytes: one Redis string per frame under ``lineguard:frame:<frame_id>``, with a TTL. A frame
+  sent by reference (its file is on storage the workers share) has its path in the entry's
+  ``reference`` and that path, not the bytes, under the key: the key's presence and TTL mean what
+  they mean for bytes (not yet recorded, expired, lost with Redis), and the worker reads the file
+  inside its frame root (``worker.references``).
 - A job is an rq job (JSON serializer, never pickle) calling `SCORE_FRAMES_FUNCTION` with one
   argument, ``{"frames": [FrameEntry.to_json(), ...]}``, and nothing else: no instance, keyword
   arguments, callbacks, webhooks or dependencies (`foreign_job_reason` checks all of it). It carries
@@ -68,6 +72,9 @@ WORKER_ALIVE_WITHIN_S = 60
 FUNCTION_NAME_SHOWN = 200
 """Characters of a refused job's function name kept in counters and logs."""
 
+MAX_REFERENCE_CHARS = 4096
+"""Longest path a frame sent by reference may name (Linux's PATH_MAX)."""
+
 
 class InvalidPayloadError(TypeError, ValueError):
     """A job payload or frame entry does not follow this protocol (of the wrong shape or value)."""
@@ -101,8 +108,10 @@ class FrameEntry:
         sequence: the camera's frame number (stream sources; None for folders).
         captured_at, enqueued_at: timezone-aware times.
         expires_at: when the bytes' TTL runs out; bytes missing before then were lost with Redis.
-        key: Redis key of the bytes.
-        size: length of the bytes.
+        key: Redis key of the bytes (of the reference, for a frame sent by reference).
+        size: length of the bytes (of the file, for a frame sent by reference).
+        reference: the absolute path of the frame's file on storage the workers share, when the
+            frame is sent by reference instead of by its bytes; None for bytes in Redis.
     """
 
     frame_id: str
@@ -116,6 +125,7 @@ class FrameEntry:
     expires_at: datetime | None
     key: str
     size: int
+    reference: str | None = None
 
     @property
     def label(self) -> str:
@@ -144,14 +154,17 @@ class FrameEntry:
             "expires_at": None if self.expires_at is None else _iso(self.expires_at),
             "key": self.key,
             "size": self.size,
+            **({"reference": self.reference} if self.reference is not None else {}),
         }
 
     @classmethod
     def from_json(cls, entry: Any) -> FrameEntry:
         """An entry of a job's frame list, checked; InvalidPayloadError saying what is wrong.
 
-        ``expires_at``, ``sequence``, ``origin`` and ``size`` are optional (jobs published before
-        they existed); a missing ``expires_at`` counts as already expired.
+        ``expires_at``, ``sequence``, ``origin``, ``size`` and ``reference`` are optional (jobs
+        published before they existed); a missing ``expires_at`` counts as already expired. A
+        reference is only checked for its form here (an absolute path of at most
+        MAX_REFERENCE_CHARS characters, without NUL); where it may point is the worker's check.
         """
         if not isinstance(entry, dict):
             raise InvalidPayloadError(f"frame entry must be an object, got {type(entry).__name__}")
@@ -166,6 +179,13 @@ class FrameEntry:
         if sequence is not None and (isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 0):
             raise InvalidPayloadError(f"frame entry 'sequence' must be a whole number >= 0 or null, got {sequence!r}")
         size = entry.get("size", 0)
+        reference = entry.get("reference")
+        if reference is not None and (
+            not isinstance(reference, str) or not reference.startswith("/") or "\0" in reference or len(reference) > MAX_REFERENCE_CHARS
+        ):
+            raise InvalidPayloadError(
+                f"frame entry 'reference' must be an absolute path of at most {MAX_REFERENCE_CHARS} characters, got {str(reference)[:200]!r}"
+            )
         return cls(
             **texts,
             origin=origin if isinstance(origin, str) else None,
@@ -174,6 +194,7 @@ class FrameEntry:
             enqueued_at=_aware_time(entry, "enqueued_at"),
             expires_at=_aware_time(entry, "expires_at") if entry.get("expires_at") is not None else None,
             size=size if isinstance(size, int) and not isinstance(size, bool) else 0,
+            reference=reference,
         )
 
     def expired(self, now: datetime) -> bool:

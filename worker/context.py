@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from redis import Redis
 from sqlalchemy import Engine
@@ -22,7 +23,7 @@ from sqlalchemy import Engine
 from store.artifacts import ArtifactStore
 from store.db import is_database_outage
 from wire.connections import OutageWaiter, is_redis_outage
-from worker.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DECODE_BUDGET_MB, DEFAULT_GOOD_SAMPLE_EVERY
+from worker.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DECODE_BUDGET_MB, DEFAULT_GOOD_SAMPLE_EVERY, DEFAULT_MAX_REFERENCE_BYTES
 from worker.drift import DriftMonitor
 from worker.errors import NoWorkerContextError
 from worker.model_cache import ModelCache, is_checkpoint_read_error
@@ -42,6 +43,9 @@ class WorkerContext:
         batch_size: most frames scored in one forward pass; a job's frames are split to fit.
         good_sample_every: keep pictures of one good frame in this many (0: none).
         decode_budget_bytes: most bytes of decoded frames and their anomaly maps held at once.
+        frame_root: the resolved folder inside which frames sent by reference are read
+            (worker.references.frame_root); None: such frames get error rows.
+        max_reference_bytes: largest file read for a frame sent by reference.
         drift: the recent deviations of the cameras this worker scores (drift alarms).
         shadows: runs the lines' shadow candidates after each batch (None: no shadow scoring).
         verdict_topic_prefix: topic prefix of the verdicts queued in the outbox with the rows;
@@ -59,6 +63,8 @@ class WorkerContext:
     batch_size: int = DEFAULT_BATCH_SIZE
     good_sample_every: int = DEFAULT_GOOD_SAMPLE_EVERY
     decode_budget_bytes: int = DEFAULT_DECODE_BUDGET_MB * 2**20
+    frame_root: Path | None = None
+    max_reference_bytes: int = DEFAULT_MAX_REFERENCE_BYTES
     verdict_topic_prefix: str | None = None
     shadows: ShadowScorer | None = None
     drift: DriftMonitor = field(default_factory=DriftMonitor)

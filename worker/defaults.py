@@ -19,6 +19,9 @@ HEARTBEATS_PER_LEASE = 4
 #: Frames larger than this many pixels on their longer side are scaled down to it as soon as they are
 #: decoded: the model works at a fraction of it, and a reviewer's picture keeps its detail.
 MAX_FRAME_SIDE = 2048
+#: Largest file a worker reads for a frame sent by reference, unless told (LINEGUARD_MAX_FILE_MB): the
+#: folder ingesters' own default limit (ingest.file_checks.DEFAULT_MAX_FILE_BYTES).
+DEFAULT_MAX_REFERENCE_BYTES = 64 * 2**20
 #: Megabytes of decoded frames (and their anomaly maps) a worker holds at once; a batch over it is
 #: decoded and scored a few frames at a time.
 DEFAULT_DECODE_BUDGET_MB = 512

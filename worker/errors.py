@@ -15,3 +15,7 @@ class ModelUnavailableError(WorkerError):
 
 class NoWorkerContextError(WorkerError):
     """The job function ran outside a worker process that set up its context."""
+
+
+class FrameReferenceError(WorkerError):
+    """A frame sent by reference names no file this worker may read (or it is gone); the message says why."""

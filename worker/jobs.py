@@ -1,7 +1,8 @@
 """The rq job: one micro-batch of frames in, one inspection row per frame out.
 
 `score_frames` is what the publisher enqueues (``worker.jobs.score_frames``). For a batch it
-1. fetches every frame's bytes from Redis in one round trip;
+1. fetches every frame's bytes from Redis in one round trip (a frame sent by reference: its file,
+   read inside the worker's frame root, worker.references);
 2. decodes them a few at a time, within the worker's decode budget, each cut to MAX_FRAME_SIDE
    pixels as soon as it is decoded; a frame that cannot be decoded, or whose bytes expired, gets an
    error row (bytes missing before their expiry were lost with Redis: no row, the source's ledger
@@ -44,9 +45,10 @@ from wire.metrics import observe_forward_pass, observe_recorded
 from wire.protocol import FrameEntry, InvalidPayloadError, payload_entries
 from worker.context import WorkerContext, current_context
 from worker.defaults import MAX_FRAME_SIDE
-from worker.errors import WorkerError
+from worker.errors import FrameReferenceError, WorkerError
 from worker.evidence import evidence_keys, keeps_good_sample, save_evidence
 from worker.drift import record_alarm_changes
+from worker.references import read_reference
 from worker.verdict_outbox import verdict_outbox
 
 logger = logging.getLogger(__name__)
@@ -183,14 +185,20 @@ def _fetch(
 ) -> list[tuple[FrameEntry, bytes]]:
     """The frames' encoded bytes, fetched in one round trip; frames whose bytes expired get error
     rows in `records`; frames already recorded, or whose bytes Redis lost before their expiry, are
-    only counted in `outcome`."""
+    only counted in `outcome`. A frame sent by reference is read from its file, and gets an error
+    row saying why when it may not be read (worker.references)."""
     keys = [frame.key for frame in frames]
     blobs = context.redis_waiter.call(lambda: context.redis.mget(keys), "fetching frame bytes") if frames else []
     gone = [frame.frame_id for frame, blob in zip(frames, blobs) if blob is None]
     recorded_before = context.database_waiter.call(lambda: recorded_frame_ids(context.engine, gone), "looking for rows")
     fetched = []
     for frame, blob in zip(frames, blobs):
-        if blob is not None:
+        if blob is not None and frame.reference is not None:
+            try:
+                fetched.append((frame, read_reference(frame.reference, context.frame_root, frame.size, context.max_reference_bytes)))
+            except FrameReferenceError as error:
+                records.append(_error_record(frame, f"{frame.label}: {error}", started_at, context.name))
+        elif blob is not None:
             fetched.append((frame, blob))
         elif frame.frame_id in recorded_before:
             outcome.already_recorded += 1  # an earlier run of this job wrote it, then deleted the bytes

@@ -29,6 +29,7 @@ from worker.defaults import (
     DEFAULT_DECODE_BUDGET_MB,
     DEFAULT_GOOD_SAMPLE_EVERY,
     DEFAULT_LEASE_S,
+    DEFAULT_MAX_REFERENCE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MODEL_REFRESH_S,
     WORKER_TTL_MARGIN_S,
@@ -36,6 +37,7 @@ from worker.defaults import (
 from worker.deadline import BatchDeadline
 from worker.leased import LeasedWorker
 from worker.model_cache import ModelCache, is_checkpoint_read_error
+from worker.references import frame_root
 from worker.shadow import ShadowScorer
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ class WorkerOptions:
     threads: int | None = None
     name: str | None = None
     verdict_topic_prefix: str | None = None  # None: no sink configured, no verdict queued
+    frame_root: str | None = None  # None: frames sent by reference get error rows
+    max_reference_bytes: int = DEFAULT_MAX_REFERENCE_BYTES
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -79,6 +83,8 @@ class WorkerOptions:
             raise ValueError(f"--decode-budget-mb must be at least 1, got {self.decode_budget_mb}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {self.threads}")
+        if self.max_reference_bytes < 1:
+            raise ValueError(f"the size limit of referenced frames must be at least 1 byte, got {self.max_reference_bytes}")
 
 
 def default_worker_name() -> str:
@@ -92,6 +98,7 @@ def run_worker(redis_url: str, database: str, artifacts_url: str, queue_name: st
     Brings the store's schema up to date first. Returns whether any job was processed.
     """
     device = resolve_device(options.device)  # fails here, before any work, on a bad flag
+    root = frame_root(options.frame_root) if options.frame_root is not None else None  # likewise
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     engine = make_engine(database_url(database))
@@ -118,6 +125,8 @@ def run_worker(redis_url: str, database: str, artifacts_url: str, queue_name: st
         batch_size=options.batch_size,
         good_sample_every=options.good_sample_every,
         decode_budget_bytes=options.decode_budget_mb * 2**20,
+        frame_root=root,
+        max_reference_bytes=options.max_reference_bytes,
         verdict_topic_prefix=options.verdict_topic_prefix,
         shadows=ShadowScorer(engine, device=str(device), precision=options.precision, refresh_s=options.model_refresh_s),
         redis_waiter=worker.redis_waiter,

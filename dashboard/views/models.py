@@ -80,6 +80,7 @@ def model_detail(model: ModelInfo, lines: list[str], settings: DashboardSettings
             column.metric(label, f"{value:.3f}")
         if metrics.get("evaluated_on"):
             st.caption(f"evaluated on {metrics['evaluated_on']}")
+        report_pictures(metrics, settings.services.artifacts_url)
     else:
         st.caption("not evaluated (`lineguard eval MODEL.pt CATEGORY --report DIR`, then `lineguard models add`)")
     training = model.training_data or {}
@@ -94,6 +95,25 @@ def model_detail(model: ModelInfo, lines: list[str], settings: DashboardSettings
         rows=lambda: inspections_export(engine, InspectionFilter(), model_version=model.version),
         help_text="the newest inspections this model scored, with their reviews",
     )
+
+
+def report_pictures(metrics: Mapping[str, Any], artifacts_url: str) -> None:
+    """The evaluation report's pictures (ROC curves, score histogram) side by side, as registration
+    copied them to the artifact store (`lineguard models add`)."""
+    keys = metrics.get("report_pictures")
+    pictures = []
+    for title, key in (keys.items() if isinstance(keys, dict) else ()):
+        picture = sources.artifact_image(artifacts_url, str(key), None)
+        if picture is not None:
+            pictures.append((title, picture))
+    if pictures:
+        for column, (title, picture) in zip(st.columns(len(pictures)), pictures):
+            column.image(picture, caption=title)
+    elif metrics.get("report"):
+        st.caption(
+            f"evaluation report in {metrics['report']}; its pictures are not in the artifact store "
+            "(`lineguard models add MODEL --report DIR` puts them there)"
+        )
 
 
 def line_panel(model: ModelInfo, active_by_line: Mapping[str, str], settings: DashboardSettings) -> None:

@@ -1,7 +1,8 @@
 """The line's capacity without the model: frames/s per stage and of whole workers, on SQLite and PostgreSQL.
 
-    REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/capacity.py [--frames 2000] [--workers 1,2]
-        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test] [--formats jpeg640,png1024]
+    REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/capacity.py [--frames 2000] [--png-frames 200]
+        [--workers 1,2] [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test] [--formats jpeg640,png1024]
+        [--by-reference]
 
 A null model stands in for the network (maps of zeros, no computation), so what is measured is what
 a GPU scoring thousands of frames/s would leave: publish (frame bytes and jobs into Redis), queue
@@ -10,7 +11,8 @@ network's 256x256 input and normalising: the CPU work of `InspectionModel.prepar
 batch's rows, one upsert) and, last, whole worker processes (`lineguard worker`'s own loop) fed by
 a publisher, 1 and 2 of them at once. Stages are timed one at a time in this process, frames/s of
 one CPU core; `--by-reference` adds the stage a worker does instead of fetch when frames travel as
-paths on a shared volume (reading the file).
+paths on a shared volume (reading the file inside its frame root, `worker.references`), and runs the
+whole line a second time with frames sent by reference (`ingest folder --by-reference`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingest.frames import Frame, new_frame_id  # noqa: E402
+from ingest.frames import FileReference, Frame, new_frame_id  # noqa: E402
 from ingest.publisher import Publisher  # noqa: E402
 from model.calibration import fit_calibration  # noqa: E402
 from model.images import decode_image  # noqa: E402
@@ -46,6 +48,7 @@ from store.db import make_engine, upgrade  # noqa: E402
 from store.records import InspectionRecord, activate_model, register_model, write_inspections  # noqa: E402
 from store.schema import Inspection  # noqa: E402
 from wire.protocol import DROPS_KEY, PUBLISHED_KEY, SERIALIZER, FrameEntry, make_queue, payload_entries  # noqa: E402
+from worker.references import frame_root, read_reference  # noqa: E402
 
 NULL_VERSION = "null-model"
 INPUT_SHAPE = (256, 256)
@@ -92,7 +95,19 @@ def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:9.0f} frames/s"
 
 
-def stage_rates(redis: Redis, engine_urls: dict[str, str], frames: list[bytes], by_reference: Path | None) -> None:
+def write_frame_files(frames: list[bytes], folder: Path) -> list[FileReference]:
+    """The frames as files in `folder` (a stand-in for the shared volume), flushed to it."""
+    folder.mkdir(exist_ok=True)
+    references = []
+    for index, blob in enumerate(frames):
+        path = folder / f"{index:06d}.frame"
+        path.write_bytes(blob)
+        references.append(FileReference(str(path), len(blob)))
+    os.sync()
+    return references
+
+
+def stage_rates(redis: Redis, engine_urls: dict[str, str], frames: list[bytes], references: list[FileReference] | None, root: Path) -> None:
     queue_name = f"capacity-{os.getpid()}"
     line = f"capacity-{os.getpid()}"
     queue = make_queue(redis, queue_name)
@@ -117,17 +132,12 @@ def stage_rates(redis: Redis, engine_urls: dict[str, str], frames: list[bytes], 
     print(f"  fetch (check entries, MGET the bytes)          {rate(len(data), time.perf_counter() - started)}")
     redis.delete(*(entry.key for entry in entries))
 
-    if by_reference is not None:
-        paths = []
-        for index, blob in enumerate(frames):
-            path = by_reference / f"{index:06d}.frame"
-            path.write_bytes(blob)
-            paths.append(path)
-        os.sync()
+    if references is not None:
+        root = frame_root(root)
         started = time.perf_counter()
-        for path in paths:
-            path.read_bytes()
-        print(f"  read by reference (the file, page-cached)      {rate(len(paths), time.perf_counter() - started)}")
+        for reference in references:
+            read_reference(reference.path, root, reference.size, 64 * 2**20)
+        print(f"  read by reference (checked, page-cached)       {rate(len(references), time.perf_counter() - started)}")
 
     started = time.perf_counter()
     images = [decode_image(blob) for blob in blobs]
@@ -161,10 +171,13 @@ def stage_rates(redis: Redis, engine_urls: dict[str, str], frames: list[bytes], 
     redis.hdel(PUBLISHED_KEY, f"{line}/cam-1")
 
 
-def whole_line(redis_url: str, database_url: str, frames: list[bytes], workers: int, workdir: Path) -> float:
-    """Frames/s of `workers` null-model worker processes, from the first publish to the last row."""
-    queue_name = f"capacity-line-{os.getpid()}-{workers}"
-    line = f"capacity-line-{os.getpid()}-{workers}"
+def whole_line(redis_url: str, database_url: str, frames: list[bytes], workers: int, workdir: Path, references: list[FileReference] | None) -> float:
+    """Frames/s of `workers` null-model worker processes, from the first publish to the last row,
+    once a warm-up job per worker has been recorded (the workers started, connected and loaded the
+    model); with `references`, the frames are sent by reference (their files) instead of by their bytes."""
+    run = f"{os.getpid()}-{workers}-{secrets.token_hex(3)}"
+    queue_name = f"capacity-line-{run}"
+    line = f"capacity-line-{run}"
     engine = make_engine(database_url)
     upgrade(engine)
     register_model(
@@ -176,6 +189,7 @@ def whole_line(redis_url: str, database_url: str, frames: list[bytes], workers: 
     environment = {
         **os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url, "LINEGUARD_QUEUE": queue_name,
         "LINEGUARD_ARTIFACTS": str(workdir / "artifacts"), "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "LINEGUARD_FRAME_ROOT": str(workdir),
     }
     processes = [
         subprocess.Popen(
@@ -186,20 +200,27 @@ def whole_line(redis_url: str, database_url: str, frames: list[bytes], workers: 
     ]
     redis = Redis.from_url(redis_url)
     try:
-        time.sleep(8)  # the workers import torch and connect
-        started = time.perf_counter()
-        with Publisher(redis, queue_name=queue_name, batch_size=BATCH, max_wait_s=3600, max_queued_jobs=1_000_000) as publisher:
-            for blob in frames:
-                publisher.publish(Frame(new_frame_id(), line, "cam-1", "bench:capacity", datetime.now(UTC), blob))
         count = select(func.count()).select_from(Inspection).where(Inspection.line == line)
-        deadline = time.monotonic() + 600
-        while True:
-            with engine.connect() as connection:
-                if connection.scalar(count) >= len(frames):
-                    break
-            if time.monotonic() > deadline or any(process.poll() is not None for process in processes):
-                raise RuntimeError(f"the workers did not record {len(frames)} frames; see {workdir}/worker-*.log")
-            time.sleep(0.05)
+
+        def publish_and_wait(indices: list[int], recorded: int) -> None:
+            with Publisher(redis, queue_name=queue_name, batch_size=BATCH, max_wait_s=3600, max_queued_jobs=1_000_000) as publisher:
+                for index in indices:
+                    reference = None if references is None else references[index]
+                    data = frames[index] if reference is None else b""
+                    publisher.publish(Frame(new_frame_id(), line, "cam-1", "bench:capacity", datetime.now(UTC), data, reference=reference))
+            deadline = time.monotonic() + 900
+            while True:
+                with engine.connect() as connection:
+                    if connection.scalar(count) >= recorded:
+                        return
+                if time.monotonic() > deadline or any(process.poll() is not None for process in processes):
+                    raise RuntimeError(f"the workers did not record {recorded} frames; see {workdir}/worker-*.log")
+                time.sleep(0.05)
+
+        warm_up = [index % len(frames) for index in range(BATCH * workers)]
+        publish_and_wait(warm_up, len(warm_up))
+        started = time.perf_counter()
+        publish_and_wait(list(range(len(frames))), len(warm_up) + len(frames))
         return len(frames) / (time.perf_counter() - started)
     finally:
         for process in processes:
@@ -223,7 +244,8 @@ def run_null_worker(batch_size: int) -> None:
     logging.basicConfig(level=logging.WARNING)
     worker.model_cache.load_model = lambda *args, **kwargs: null_model()
     settings = Settings.from_environment()
-    run_worker(settings.redis_url, settings.database_url, settings.artifacts_url, settings.queue_name, WorkerOptions(device="cpu", batch_size=batch_size))
+    options = WorkerOptions(device="cpu", batch_size=batch_size, frame_root=settings.frame_root)
+    run_worker(settings.redis_url, settings.database_url, settings.artifacts_url, settings.queue_name, options)
 
 
 def bench_postgres(admin_url: str) -> tuple[str, str]:
@@ -243,11 +265,12 @@ def drop_postgres(admin_url: str, name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--frames", type=int, default=2000)
+    parser.add_argument("--frames", type=int, default=2000, help="frames per run of 640x480 JPEG")
+    parser.add_argument("--png-frames", type=int, default=200, help="frames per run of 1024x1024 PNG (about 3 MB each in Redis)")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--formats", default="jpeg640,png1024")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--by-reference", action="store_true", help="also time reading frames from files")
+    parser.add_argument("--by-reference", action="store_true", help="also time reading frames from files, and the whole line by reference")
     parser.add_argument("--null-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=BATCH, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -263,16 +286,19 @@ def main() -> None:
             databases = {"sqlite": f"sqlite:///{workdir / 'capacity.db'}", "postgresql": postgres_url}
             print(f"{os.cpu_count()} CPU cores; Redis {redis_url}; {args.frames} frames per run; jobs of {BATCH} frames")
             for kind in args.formats.split(","):
-                frames = encoded_frames(kind, args.frames)
-                print(f"{kind}: {np.mean([len(f) for f in frames]) / 1e3:.0f} kB per frame; stages, one core:")
-                reference = workdir / f"shared-{kind}" if args.by_reference else None
-                if reference is not None:
-                    reference.mkdir()
-                stage_rates(redis, databases, frames, reference)
+                frames = encoded_frames(kind, args.png_frames if kind == "png1024" else args.frames)
+                print(f"{kind}: {len(frames)} frames of {np.mean([len(f) for f in frames]) / 1e3:.0f} kB; stages, one core:")
+                references = write_frame_files(frames, workdir / f"shared-{kind}") if args.by_reference else None
+                stage_rates(redis, databases, frames, references, workdir)
+                ways = {"bytes": None} | ({"reference": references} if references is not None else {})
                 for dialect, url in databases.items():
                     for workers in [int(n) for n in args.workers.split(",")]:
-                        total = whole_line(redis_url, url, frames, workers, workdir)
-                        print(f"  whole line, {workers} null-model worker(s), {dialect:10}  {total:9.0f} frames/s ({total / workers:.0f} per worker)")
+                        for way, references in ways.items():
+                            total = whole_line(redis_url, url, frames, workers, workdir, references)
+                            print(
+                                f"  whole line, {workers} null-model worker(s), {dialect:10}, by {way:9} {total:9.0f} frames/s "
+                                f"({total / workers:.0f} per worker)", flush=True,
+                            )
     finally:
         drop_postgres(args.postgres, postgres_name)
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model import metrics
+from model import metrics, tiling
 from model.calibration import Calibration
 from model.checkpoint import library_versions, load_checkpoint, model_from_payload, read_checkpoint
 from model.errors import DatasetError, ExportError, ParityError
@@ -36,6 +36,7 @@ from model.evaluation import find_test_cases
 from model.geometry import IMAGENET_MEAN, IMAGENET_STD, fit_image, to_network_input
 from model.image_stats import STAT_NAMES, ImageReference
 from model.images import list_images, read_image
+from model.lighting import as_seen
 from model.recipe import Recipe
 from model.runtimes import INPUT_NAME, ONNXRUNTIME, OPENVINO, OUTPUT_NAME, OnnxRuntimeMaps, OpenVinoMaps
 from model.scoring import InspectionModel, TeacherStudent
@@ -219,11 +220,17 @@ def check_set(check_dir: str | Path, limit: int = DEFAULT_CHECK_IMAGES) -> tuple
 
 
 def _maps_and_scores(model: InspectionModel, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(N,H,W) maps over the whole input and (N,) raw image scores, by the one scoring path."""
+    """Every map value (flat: maps over the whole input, or each image's stitched map for a recipe
+    scored in tiles) and (N,) raw image scores, by the one scoring path."""
     maps, scores = [], []
     for start in range(0, len(images), CHECK_BATCH):
-        batch_maps, batch_scores = model.maps_and_scores(*model.prepare(images[start : start + CHECK_BATCH]))
-        maps.append(batch_maps.float().cpu().numpy())
+        chunk = images[start : start + CHECK_BATCH]
+        if model.recipe.pixel_scale is not None:
+            chunk_maps, batch_scores = model.tiled_maps_and_scores(chunk)
+        else:
+            batch_maps, batch_scores = model.maps_and_scores(*model.prepare(chunk))
+            chunk_maps = list(batch_maps)
+        maps += [m.float().cpu().numpy().ravel() for m in chunk_maps]
         scores.append(batch_scores.float().cpu().numpy())
     return np.concatenate(maps), np.concatenate(scores).astype(np.float64)
 
@@ -316,7 +323,12 @@ def _quantise_int8(onnx_file: Path, images: list[np.ndarray], recipe: Recipe) ->
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter([{INPUT_NAME: to_network_input([fit_image(image, height, width).pixels]).numpy()} for image in images])
+            seen = [as_seen(image, recipe) for image in images]
+            if recipe.pixel_scale is not None:  # the network sees tiles at the recipe's scale
+                inputs = [tile for image in seen for tile in tiling.cut_tiles(tiling.scaled(image, recipe.pixel_scale), height, width)[0]]
+            else:
+                inputs = [fit_image(image, height, width).pixels for image in seen]
+            self._batches = iter([{INPUT_NAME: to_network_input([pixels]).numpy()} for pixels in inputs])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._batches, None)

@@ -123,3 +123,31 @@ def test_score_command_takes_an_export_folder(small_onnx_export, small_checkpoin
         assert mine["raw_score"] == pytest.approx(theirs["raw_score"], rel=1e-3) and mine["is_anomaly"] == theirs["is_anomaly"]
     assert main(["score", str(small_checkpoint), "--runtime", "openvino", *images]) == 2
     assert "write a openvino model with `lineguard export` first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"global_branch": True}, {"pixel_scale": 0.5, "image_score": "max"}, {"region": (0.1, 0.2, 0.9, 1.0), "lighting": "levelled"}],
+    ids=["global-branch", "tiles", "region-lighting"],
+)
+def test_the_global_branch_and_tiles_export_through_the_gate_and_score_like_their_checkpoint(options, teacher_weights, tmp_path):
+    """Issue 16's options of the recipe, whichever becomes the default: the branch lies inside the
+    exported network; tiles, the region and levelled lighting are done by the one scoring path around it."""
+    from model.recipe import Recipe, TrainingSettings
+    from model.synthetic import write_category
+    from model.training import train
+
+    kind = "board" if "global_branch" in options else "tile"
+    write_category(tmp_path / kind, n_train=30, n_test_good=2, n_test_defective=4, size=0 if kind == "tile" else 128, seed=5, kind=kind)
+    recipe = Recipe(image_size=64, student_width=0.125, taps=["relu2_2", "relu3_3"], **options)
+    train(tmp_path / kind, tmp_path / "model.pt", recipe, TrainingSettings(steps=6, batch_size=4, device="cpu", seed=0), str(teacher_weights), progress=False)
+
+    report = export_module.export_model(tmp_path / "model.pt", "onnx", "fp32", tmp_path / "export", tmp_path / kind)
+    assert report.passed and report.map_difference <= FP32_MAP_TOLERANCE
+
+    torch_model = load_checkpoint(tmp_path / "model.pt", device="cpu", precision="fp32")
+    exported = load_model(tmp_path / "export")
+    images = [read_image(path) for path in sorted((tmp_path / kind / "test").rglob("*.png"))]
+    for want, have in zip(torch_model.score_images(images), exported.score_images(images)):
+        assert have.anomaly_map.shape == want.anomaly_map.shape
+        assert have.raw_score == pytest.approx(want.raw_score, rel=1e-3) and have.is_anomaly == want.is_anomaly

@@ -39,7 +39,7 @@ from model.training import train
 from store.artifacts import open_artifact_store
 from store.db import make_engine, upgrade
 from store.records import InspectionRecord, active_model_info, save_frame_reviews, write_inspections
-from worker.evidence import evidence_keys, keeps_good_sample, save_evidence
+from worker.evidence import GoodSample, evidence_keys, save_evidence
 
 DEV_SET = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_toothbrush"
 LINE = "line-shifted"
@@ -124,9 +124,10 @@ def main() -> None:
     past_results = score(original, [image for _, _, image in past])
     now = datetime.now(UTC)
     records = []
+    good_samples = GoodSample(args.good_sample_every)
     for (frame_id, _, image), result in zip(past, past_results):
         image_key = None
-        if result.is_anomaly or keeps_good_sample(frame_id, args.good_sample_every):
+        if result.is_anomaly or good_samples.keeps(LINE, "cam-1"):
             image_key, _ = save_evidence(artifacts, evidence_keys(LINE, "cam-1", now, frame_id), image, result, original)
         records.append(
             InspectionRecord(

@@ -42,7 +42,7 @@ from ingest.frames import Frame, new_frame_id  # noqa: E402
 from ingest.publisher import Publisher  # noqa: E402
 from model.checkpoint import read_checkpoint  # noqa: E402
 from wire.protocol import make_queue  # noqa: E402
-from wire.verdicts import decode_message  # noqa: E402
+from wire.verdicts import VERDICT_KIND, decode_message  # noqa: E402
 
 
 class Subscriber:
@@ -115,7 +115,7 @@ def main() -> None:
         settings, line, redis, engine = bench_line(workdir, "verdicts", checkpoint)
         prefix = f"bench{os.getpid()}"
         settings = settings.model_copy(update={"mqtt_url": args.broker, "mqtt_topic_prefix": prefix})
-        subscriber = Subscriber(args.broker, f"{prefix}/#")
+        subscriber = Subscriber(args.broker, f"{prefix}/+/+/{VERDICT_KIND}")  # not the alarms: a model of other parts drifts
         processes = [start_worker(settings, "cpu", args.batch_size, workdir / f"worker-{n}.log") for n in range(args.workers)]
         with (workdir / "relay.log").open("wb") as log_file:
             processes.append(subprocess.Popen(

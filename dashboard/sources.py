@@ -232,9 +232,10 @@ def shadow(database_url: str, line: str) -> ShadowAgreement | None:
     return shadow_agreement(engine(database_url), line, version) if version else None
 
 
-def queue_retraining(redis_url: str, line: str, by: str) -> str:
-    """Queue a retraining of ``line`` for `lineguard worker --train`; returns the job's id."""
-    return queue_training(redis_client(redis_url), TrainingRequest(line=line, requested_by=by))
+def queue_retraining(redis_url: str, line: str, by: str, steps: int | None = None) -> str:
+    """Queue a retraining of ``line`` (``steps`` optimiser steps; None: the training default) for
+    `lineguard worker --train`; returns the job's id."""
+    return queue_training(redis_client(redis_url), TrainingRequest(line=line, requested_by=by, steps=steps))
 
 
 def retrainings(redis_url: str, line: str) -> list[TrainingJob] | None:

@@ -141,7 +141,7 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
     )
     worker.add_argument(
         "--good-sample-every", type=int, default=DEFAULT_GOOD_SAMPLE_EVERY,
-        help=f"keep the pictures of one good frame in N (default {DEFAULT_GOOD_SAMPLE_EVERY}; 0: none)",
+        help=f"keep the pictures of one good frame in N of each camera (default {DEFAULT_GOOD_SAMPLE_EVERY}; 0: none)",
     )
     worker.add_argument(
         "--decode-on-device", choices=["auto", "on", "off"], default=DEFAULT_DECODE_ON_DEVICE,

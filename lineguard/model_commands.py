@@ -26,6 +26,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--pixel-scale", type=float, help="score in tiles of --image-size at this scale of the images (1.0: native), for textures"
     )
+    train.add_argument(
+        "--lighting", choices=["as_captured", "levelled"], help="levelled: each image divided by its own smooth illumination (textures)"
+    )
+    train.add_argument(
+        "--region",
+        help="top,left,bottom,right of the part's fixed place in the frame, as fractions (e.g. 0.1,0.2,0.9,0.8): "
+        "only it is trained on and scored",
+    )
     train.add_argument("--steps", type=int, help="optimiser steps (default 1000); bounds training time")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--false-reject-rate", type=float, help="expected share of good parts flagged (default 0.01)")
@@ -78,6 +86,18 @@ def _given(args: argparse.Namespace, names: dict[str, str]) -> dict:
     return {setting: getattr(args, option) for option, setting in names.items() if getattr(args, option) is not None}
 
 
+def _region(text: str) -> tuple[float, float, float, float]:
+    """--region's "top,left,bottom,right" -> four floats (the recipe checks they make a box)."""
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        raise SystemExit(f"--region {text!r}: expected four numbers top,left,bottom,right") from None
+    if len(values) != 4:
+        raise SystemExit(f"--region {text!r}: expected four numbers top,left,bottom,right, got {len(values)}")
+    return values
+
+
 def run_train(args: argparse.Namespace) -> int:
     from model.recipe import Recipe, TrainingSettings
     from model.training import train
@@ -90,8 +110,11 @@ def run_train(args: argparse.Namespace) -> int:
             "student_width": "student_width",
             "global_branch": "global_branch",
             "pixel_scale": "pixel_scale",
+            "lighting": "lighting",
         },
     )
+    if args.region:
+        recipe_options["region"] = _region(args.region)
     if args.taps:
         recipe_options["taps"] = [tap.strip() for tap in args.taps.split(",") if tap.strip()]
     recipe = Recipe(**recipe_options)

@@ -36,6 +36,7 @@ from model.evaluation import find_test_cases
 from model.geometry import IMAGENET_MEAN, IMAGENET_STD, fit_image, to_network_input
 from model.image_stats import STAT_NAMES, ImageReference
 from model.images import list_images, read_image
+from model.lighting import as_seen
 from model.recipe import Recipe
 from model.runtimes import INPUT_NAME, ONNXRUNTIME, OPENVINO, OUTPUT_NAME, OnnxRuntimeMaps, OpenVinoMaps
 from model.scoring import InspectionModel, TeacherStudent
@@ -322,10 +323,11 @@ def _quantise_int8(onnx_file: Path, images: list[np.ndarray], recipe: Recipe) ->
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
+            seen = [as_seen(image, recipe) for image in images]
             if recipe.pixel_scale is not None:  # the network sees tiles at the recipe's scale
-                inputs = [tile for image in images for tile in tiling.cut_tiles(tiling.scaled(image, recipe.pixel_scale), height, width)[0]]
+                inputs = [tile for image in seen for tile in tiling.cut_tiles(tiling.scaled(image, recipe.pixel_scale), height, width)[0]]
             else:
-                inputs = [fit_image(image, height, width).pixels for image in images]
+                inputs = [fit_image(image, height, width).pixels for image in seen]
             self._batches = iter([{INPUT_NAME: to_network_input([pixels]).numpy()} for pixels in inputs])
 
         def get_next(self) -> dict[str, np.ndarray] | None:

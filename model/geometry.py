@@ -70,6 +70,24 @@ def fit_image(image: np.ndarray, height: int, width: int) -> FittedImage:
     return FittedImage(np.ascontiguousarray(resized), content_height, content_width)
 
 
+def region_box(height: int, width: int, region: tuple[float, float, float, float] | None) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) in pixels of `region` (fractions of the frame, as in the recipe)
+    in a height x width image, at least one pixel each way; the whole image for None."""
+    if region is None:
+        return 0, 0, height, width
+    top, left, bottom, right = region
+    top_px, left_px = min(int(round(top * height)), height - 1), min(int(round(left * width)), width - 1)
+    return top_px, left_px, max(top_px + 1, int(round(bottom * height))), max(left_px + 1, int(round(right * width)))
+
+
+def in_region(image: np.ndarray, region: tuple[float, float, float, float] | None) -> np.ndarray:
+    """(H,W,...) image -> its pixels inside `region` (a view; the image itself for None)."""
+    if region is None:
+        return image
+    top, left, bottom, right = region_box(image.shape[0], image.shape[1], region)
+    return image[top:bottom, left:right]
+
+
 def to_network_input(pixels: list[np.ndarray], device: torch.device | None = None) -> torch.Tensor:
     """Equal-shape (h,w,3) uint8 RGB arrays -> (B,3,h,w) float32 on `device` (default the CPU),
     normalised for the teacher. A GPU gets the uint8 batch (a quarter of float32's bytes) from
@@ -92,6 +110,15 @@ def content_of(anomaly_map, fitted: FittedImage):
     return anomaly_map[: fitted.content_height, : fitted.content_width]
 
 
-def map_to_image(content_map: np.ndarray, image_height: int, image_width: int) -> np.ndarray:
-    """(h,w) map over an image's own pixels at the network's scale -> (image_height, image_width)."""
-    return cv2.resize(np.ascontiguousarray(content_map), (image_width, image_height), interpolation=cv2.INTER_LINEAR)
+def map_to_image(
+    content_map: np.ndarray, image_height: int, image_width: int, region: tuple[float, float, float, float] | None = None
+) -> np.ndarray:
+    """(h,w) map over an image's own pixels (its region's, with a region) at the network's scale ->
+    (image_height, image_width); 0 outside the region, where nothing is scored."""
+    top, left, bottom, right = region_box(image_height, image_width, region)
+    resized = cv2.resize(np.ascontiguousarray(content_map), (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
+    if region is None:
+        return resized
+    full = np.zeros((image_height, image_width), dtype=resized.dtype)
+    full[top:bottom, left:right] = resized
+    return full

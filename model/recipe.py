@@ -47,6 +47,16 @@ class Recipe(BaseModel):
         description="None: each image fitted whole into the input; a factor: images scaled by it and scored in tiles of "
         "the input shape (image_size square), maps stitched back (model/tiling.py), for textures and varied image sizes",
     )
+    region: tuple[float, float, float, float] | None = Field(
+        None,
+        description="(top, left, bottom, right) of the part's fixed place in the camera's view, as fractions of the frame's "
+        "height and width: only this region is seen, trained on and scored (its map is 0 elsewhere); None: the whole frame",
+    )
+    lighting: Literal["as_captured", "levelled"] = Field(
+        "as_captured",
+        description="levelled: each image divided by its own smooth illumination (model/lighting.py), for textures and "
+        "surfaces under varying light; as_captured: as the camera saw it",
+    )
     image_score: Literal["max", "topk_mean"] = Field("topk_mean", description="how a map becomes one score")
     topk_fraction: float = Field(0.05, gt=0.0, le=1.0, description="share of map pixels averaged by topk_mean")
 
@@ -58,6 +68,14 @@ class Recipe(BaseModel):
     @model_validator(mode="after")
     def _taps_exist_in_backbone(self) -> "Recipe":
         tap_indices(self.backbone, self.taps)
+        return self
+
+    @model_validator(mode="after")
+    def _region_is_a_box_in_the_frame(self) -> "Recipe":
+        if self.region is not None:
+            top, left, bottom, right = self.region
+            if not (0.0 <= top < bottom <= 1.0 and 0.0 <= left < right <= 1.0):
+                raise ValueError(f"region {self.region} must be (top, left, bottom, right) with 0 <= top < bottom <= 1 and 0 <= left < right <= 1")
         return self
 
     @model_validator(mode="after")

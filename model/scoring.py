@@ -16,7 +16,8 @@ from torch import nn
 
 from model.calibration import Calibration
 from model import tiling
-from model.geometry import FittedImage, content_of, fit_image, map_to_image, to_network_input
+from model.geometry import FittedImage, content_of, fit_image, in_region, map_to_image, to_network_input
+from model.lighting import as_seen
 from model.global_branch import GlobalAutoencoder, normalised
 from model.image_stats import ImageReference
 from model.loss import discrepancy_map
@@ -197,9 +198,9 @@ class InspectionModel:
 
     def prepare(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[FittedImage]]:
         """(H,W,3) uint8 RGB images of any shapes -> the network's input batch on this model's
-        device, and where each image lies in it."""
+        device, and where each image (as the recipe sees it: its region, its lighting) lies in it."""
         height, width = self.recipe.input_shape
-        fitted = [fit_image(image, height, width) for image in images]
+        fitted = [fit_image(as_seen(image, self.recipe), height, width) for image in images]
         return to_network_input([f.pixels for f in fitted], self.device), fitted
 
     @torch.inference_mode()
@@ -220,7 +221,7 @@ class InspectionModel:
         height, width = self.recipe.input_shape
         tiles, layouts = [], []
         for image in images:
-            at_scale = tiling.scaled(image, self.recipe.pixel_scale)
+            at_scale = tiling.scaled(as_seen(image, self.recipe), self.recipe.pixel_scale)
             image_tiles, boxes = tiling.cut_tiles(at_scale, height, width)
             layouts.append((len(tiles), boxes, *at_scale.shape[:2]))
             tiles += image_tiles
@@ -233,13 +234,18 @@ class InspectionModel:
         return maps, torch.stack([image_score(self.recipe, m) for m in maps])
 
     def content_maps_and_scores(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The one scoring path: (per image, its map over its own pixels at the network's scale;
-        raw image scores (B,)), whole images fitted into the input or, with a pixel_scale, in tiles."""
+        """The one scoring path: (per image, its map over its own pixels (its region's, with the
+        recipe's region) at the network's scale; raw image scores (B,)), whole images fitted into
+        the input or, with a pixel_scale, in tiles."""
         if self.recipe.pixel_scale is not None:
             return self.tiled_maps_and_scores(images)
         batch, fitted = self.prepare(images)
         maps, scores = self.maps_and_scores(batch, fitted)
         return [content_of(m, f) for m, f in zip(maps, fitted)], scores
+
+    def in_region(self, image: np.ndarray) -> np.ndarray:
+        """The pixels of `image` inside the recipe's region (the whole image without one), as captured."""
+        return in_region(image, self.recipe.region)
 
     def raw_scores(self, images: list[np.ndarray]) -> np.ndarray:
         """(N,) float64 raw scores of images, exactly those `score_images` gives them."""
@@ -259,8 +265,10 @@ class InspectionModel:
     @property
     def scores_decoded_frames(self) -> bool:
         """Whether `score_decoded` can score frames decoded on this model's device: torch runs its
-        maps there and the recipe fits whole frames into the input (not tiles)."""
-        return isinstance(self.runtime, TorchMaps) and self.recipe.pixel_scale is None
+        maps there and the recipe fits whole frames into the input as captured (no tiles, region or
+        levelled lighting, which `as_seen` applies on the host)."""
+        recipe = self.recipe
+        return isinstance(self.runtime, TorchMaps) and recipe.pixel_scale is None and recipe.region is None and recipe.lighting == "as_captured"
 
     @torch.inference_mode()
     def score_decoded(self, images: list[torch.Tensor]) -> list[ImageScore]:
@@ -291,7 +299,7 @@ class InspectionModel:
                     raw_score=float(raw_score),
                     score=float(score),
                     is_anomaly=bool(raw_score > self.calibration.threshold),
-                    anomaly_map=map_to_image(content_map.float().cpu().numpy(), height, width),
+                    anomaly_map=map_to_image(content_map.float().cpu().numpy(), height, width, self.recipe.region),
                 )
             )
         return results

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -20,10 +21,11 @@ from tqdm import tqdm
 from model.augment import augmented_view
 from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration
 from model.checkpoint import save_checkpoint
-from model.image_stats import image_reference
+from model.image_stats import THUMBNAIL_SIDE, image_reference
 from model.devices import autocast, resolve_device, resolve_precision
 from model.errors import DatasetError, InvalidImageError
-from model.geometry import fit_image, input_shape_for, to_network_input
+from model.geometry import fit_image, in_region, input_shape_for, region_box, to_network_input
+from model.lighting import as_seen
 from model.images import list_images, read_image, read_image_shape
 from model import tiling
 from model.global_branch import HIGH_QUANTILE, LOW_QUANTILE
@@ -96,21 +98,27 @@ def split_calibration(count: int, settings: TrainingSettings, rng: np.random.Gen
     return np.sort(order[n_calibration:]), np.sort(order[:n_calibration])
 
 
-def load_training_images(paths: list[Path], recipe: Recipe, progress: bool) -> tuple[list[np.ndarray], list[str]]:
-    """Decode each image and keep it as the network will see it (uint8): fitted into the input
-    shape, or with a pixel_scale scaled by it (tiles are cut from it when training)."""
+def load_training_images(paths: list[Path], recipe: Recipe, progress: bool) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Decode each image and keep it as the network will see it (uint8, `lighting.as_seen`):
+    fitted into the input shape, or with a pixel_scale scaled by it (tiles are cut from it when
+    training). Also returns the images as captured (their region) for the drift reference: the
+    images themselves, or with levelled lighting thumbnails of them before levelling."""
     height, width = recipe.input_shape
-    images, unreadable = [], []
+    images, captured, unreadable = [], [], []
     for path in tqdm(paths, desc="loading good images", unit="image", disable=not progress):
         try:
             image = read_image(path)
-            images.append(fit_image(image, height, width).pixels if recipe.pixel_scale is None else tiling.scaled(image, recipe.pixel_scale))
         except InvalidImageError as error:
             log.warning("skipping %s", error)
             unreadable.append(path.name)
+            continue
+        seen = as_seen(image, recipe)
+        images.append(fit_image(seen, height, width).pixels if recipe.pixel_scale is None else tiling.scaled(seen, recipe.pixel_scale))
+        if recipe.lighting != "as_captured":
+            captured.append(cv2.resize(in_region(image, recipe.region), (THUMBNAIL_SIDE, THUMBNAIL_SIDE), interpolation=cv2.INTER_AREA))
     if len(images) < MIN_TRAINING_IMAGES:
         raise DatasetError(f"only {len(images)} training image(s) could be decoded; training needs at least {MIN_TRAINING_IMAGES}")
-    return images, unreadable
+    return images, (captured or images), unreadable
 
 
 def calibration_scores(model: InspectionModel, paths: list[Path], progress: bool) -> tuple[np.ndarray, list[str]]:
@@ -250,7 +258,7 @@ def fit_map_quantiles(network: TeacherStudent, paths: list[Path], device: torch.
             fitted = []
             for path in paths[start : start + CALIBRATION_BATCH]:
                 try:
-                    fitted.append(fit_image(read_image(path), height, width))
+                    fitted.append(fit_image(as_seen(read_image(path), network.recipe), height, width))
                 except InvalidImageError as error:
                     log.warning("skipping %s", error)
             if not fitted:
@@ -320,8 +328,9 @@ def train(
     normalisation_idx = np.zeros(0, dtype=np.int64)
     if recipe.global_branch:
         train_idx, normalisation_idx = split_map_normalisation(train_idx, len(paths), rng)
-    # Tiles are square; a whole image is seen in the training images' median aspect ratio.
-    frame_shapes = [(1, 1)] if recipe.pixel_scale is not None else [shapes[i] for i in train_idx]
+    # Tiles are square; a whole image (its region) is seen in the training images' median aspect ratio.
+    seen_shapes = [(bottom - top, right - left) for (top, left, bottom, right) in (region_box(*shapes[i], recipe.region) for i in train_idx)]
+    frame_shapes = [(1, 1)] if recipe.pixel_scale is not None else seen_shapes
     input_shape = input_shape_for(frame_shapes, recipe.image_size, recipe.stride)
     recipe = Recipe.model_validate({**recipe.model_dump(), "input_shape": input_shape})
 
@@ -332,11 +341,11 @@ def train(
     network.teacher.load_weights(weights.state_dict, weights.source)
     network.to(device)
 
-    images, unreadable = load_training_images([paths[i] for i in train_idx], recipe, progress)
+    images, captured, unreadable = load_training_images([paths[i] for i in train_idx], recipe, progress)
     losses = train_student(network, images, settings, device, precision, rng, progress)
     scale_means = fit_scale_weights(network, images, device, precision) if recipe.normalise_scales else None
-    reference = image_reference(images)
-    del images
+    reference = image_reference(captured)
+    del images, captured
     map_quantiles = (
         fit_map_quantiles(network, [paths[i] for i in normalisation_idx], device, precision, progress) if recipe.global_branch else None
     )

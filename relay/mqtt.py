@@ -4,6 +4,9 @@ One paho client per relay, connected in the background and reconnecting by itsel
 `RECONNECT_MIN_S`, doubling up to the configured cap). A message counts as sent only once its PUBACK
 arrived; paho sends the messages in flight again, in order, after a reconnect, so an outage only
 delays them. A relay that dies with messages in flight sends them again when restarted (at least once).
+
+paho tells of a new connection (`connections`) before it sends the old one's messages again: a caller
+that keeps order publishes nothing new until those are acknowledged (relay.runner does).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class MqttSender:
         self._acked: set[int] = set()
         self._lock = threading.Lock()
         self._connected = threading.Event()
+        self._connections = 0
         client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         if parts.username:
             client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
@@ -68,6 +72,12 @@ class MqttSender:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def connections(self) -> int:
+        """Connections made so far: a change means the broker was lost and found again."""
+        with self._lock:
+            return self._connections
+
     def publish(self, topic: str, payload: str) -> int:
         """Queue `payload` on `topic` with QoS 1; returns its message id, acknowledged later (`take_acked`)."""
         return self._client.publish(topic, payload, qos=1).mid
@@ -82,6 +92,8 @@ class MqttSender:
         if reason.is_failure:
             logger.warning("MQTT broker %s refused the connection: %s", self._where, reason)
             return
+        with self._lock:
+            self._connections += 1
         self._connected.set()
         logger.info("connected to the MQTT broker %s", self._where)
 

@@ -121,10 +121,15 @@ def _relay_mqtt(engine: Engine, sender: MqttSender, database: OutageWaiter, stop
             database.call(lambda: mark_sent(engine, "mqtt", done), f"marking {len(done)} messages sent")
 
     sender.start()
+    connection = 0
+    resending = False  # messages of an earlier connection are still in flight: nothing new may overtake them
     try:
         while not stop.is_set():
             settle()
-            if sender.connected and len(in_flight) < MAX_IN_FLIGHT:
+            if sender.connections != connection:
+                connection, resending = sender.connections, bool(in_flight)
+            resending = resending and bool(in_flight)
+            if sender.connected and not resending and len(in_flight) < MAX_IN_FLIGHT:
                 rows = database.call(
                     lambda: pending_messages(engine, "mqtt", MAX_IN_FLIGHT - len(in_flight), skip_ids=in_flight.values()),
                     "reading the outbox",

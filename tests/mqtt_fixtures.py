@@ -3,6 +3,7 @@ consumer that keeps every message it receives, as a line's controller would."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from paho.mqtt.client import Client, MQTTMessage
+from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
 from paho.mqtt.enums import CallbackAPIVersion
 
 from wire.verdicts import VerdictMessage, decode_message
@@ -22,9 +23,18 @@ from wire.verdicts import VerdictMessage, decode_message
 
 class Mosquitto:
     """A mosquitto broker on a free port of 127.0.0.1, with persistence so that a restart keeps its
-    subscriptions (as a plant's broker would)."""
+    subscriptions and the messages queued for them (as a plant's broker would).
 
-    def __init__(self, folder: Path) -> None:
+    Persistence needs a folder the broker can write: mosquitto started as root drops to the user
+    ``mosquitto``, which cannot write under pytest's root-owned 0700 tmp_path, and then runs on without
+    its persistence file (it only logs "Permission denied"); a restart forgot the consumer's session,
+    and the verdicts published before the consumer subscribed again were lost (bench/broker_restart.py).
+    So the broker keeps the user that starts it (``user``), and `kill` checks that it saved its state.
+    """
+
+    def __init__(self, folder: Path, keep_user: bool = True, log_every_message: bool = False) -> None:
+        """`keep_user` False: mosquitto's default user instead (bench/broker_restart.py shows what that
+        did); `log_every_message`: the log tells each PUBLISH received and sent (for counting)."""
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -32,8 +42,12 @@ class Mosquitto:
         self.config = folder / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {folder}/\nautosave_interval 1\nlog_dest file {folder}/mosquitto.log\n"
+            f"persistence_location {folder}/\nautosave_interval 1\nlog_dest stdout\n"
+            + (f"user {getpass.getuser()}\n" if keep_user else "")
+            + ("log_type all\n" if log_every_message else "")
         )
+        self.log = folder / "mosquitto.log"  # its stdout, opened here: whatever user it runs as, it can write
+        self.must_save = keep_user
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -41,9 +55,12 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(["mosquitto", "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(["mosquitto", "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"mosquitto exited with {self.process.returncode}: {self.output()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
@@ -58,6 +75,12 @@ class Mosquitto:
         assert self.process is not None
         self.process.send_signal(sig)
         self.process.wait(10)
+        if sig == signal.SIGTERM and self.must_save and not (self.folder / "mosquitto.db").exists():
+            pytest.fail(f"mosquitto saved no persistence file in {self.folder}: {self.output()}")
+
+    def output(self) -> str:
+        """The end of mosquitto's log."""
+        return self.log.read_text(errors="replace")[-2000:]
 
 
 @pytest.fixture
@@ -85,7 +108,14 @@ class Consumer:
         self._lock = threading.Lock()
         client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         client.reconnect_delay_set(min_delay=0.25, max_delay=1)  # type: ignore[arg-type]
-        client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        #: Whether the broker still had this consumer's session, at each connection.
+        self.sessions_present: list[bool] = []
+
+        def connected(client: Client, userdata: object, flags: ConnectFlags, *_: object) -> None:
+            self.sessions_present.append(flags.session_present)
+            client.subscribe(topic, qos=1)
+
+        client.on_connect = connected
         client.on_subscribe = lambda *_: self.subscribed.set()
         client.on_message = self._keep
         client.connect("127.0.0.1", port, keepalive=5)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from dashboard_fixtures import (  # noqa: F401  (fixtures)
     CAMERAS,
+    REDIS_TEST_URL,
     Populated,
     dashboard_env,
     fill_queue,
@@ -36,6 +37,7 @@ from store import (
 )
 from store.alarms import raise_alarm
 from store.outbox import OutboxEntry, add_messages
+from wire.training_jobs import training_jobs
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 #: Generous: the first run in a process imports pandas, altair and the store.
@@ -337,8 +339,11 @@ def test_models_page_promotes_and_rolls_back_as_one_action_each(dashboard_env: P
         ]
         at.button(key="models_rollback").click().run()
         assert active_model_for_line(engine, "line-a") == "ts-imagenet-1"
+        at.number_input(key="models_retrain_steps").set_value(300)
         at.button(key="models_retrain").click().run()
         assert table_with(at, "progress").iloc[0][["by", "state"]].tolist() == ["Ana", "queued"]
+        [job] = training_jobs(Redis.from_url(REDIS_TEST_URL), "line-a")
+        assert (job.request.requested_by, job.request.steps) == ("Ana", 300)
         assert activation_history(engine, "line-a")[0].reason == "fewer false alarms"
     finally:
         engine.dispose()

@@ -45,10 +45,10 @@ def brighter(image: np.ndarray, gain: float = 1.35) -> np.ndarray:
 
 
 def stand_in_model(rng: np.random.Generator) -> SimpleNamespace:
-    """What DriftMonitor reads of a model: the training images' reference and a calibration."""
+    """What DriftMonitor reads of a model: the training images' reference, a calibration and the region it sees."""
     reference = image_reference([good_part(PART_SIZE, rng) for _ in range(40)])
     calibration = Calibration(threshold=1.6, median_good=1.0, false_reject_rate=0.01, good_mean=1.0, good_std=0.2, n_images=40)
-    return SimpleNamespace(image_reference=reference, calibration=calibration)
+    return SimpleNamespace(image_reference=reference, calibration=calibration, in_region=lambda image: image)
 
 
 def feed(monitor: DriftMonitor, model: SimpleNamespace, images, rng, start_index: int) -> list:

@@ -282,6 +282,25 @@ def test_a_sample_of_good_frames_keeps_pictures(line_redis, sqlite_engine, small
     assert all((tmp_path / "artifacts" / key).is_file() for key in table["heatmap_key"])
 
 
+def test_each_camera_keeps_the_pictures_of_one_good_frame_in_n_of_its_own(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    """A camera that sends few parts is sampled as often as a busy one: 7 good frames of cam-1 keep
+    3 pictures at one in 3 (the 1st, 4th, 7th), 2 of cam-2 keep 1, across two batches."""
+    register_checkpoint(sqlite_engine, small_checkpoint)
+    rng = np.random.default_rng(8)
+    frames = [replace(make_frame(png(make_part(rng, False)), f"{camera}-{i}"), camera=camera) for camera, n in (("cam-1", 7), ("cam-2", 2)) for i in range(n)]
+    frames = [frames[i] for i in (0, 7, 1, 2, 3, 8, 4, 5, 6)]  # interleaved, in order within each camera
+    publish(line_redis, frames, batch_size=5)
+    context = make_context(line_redis, sqlite_engine, tmp_path, good_sample_every=3)
+    for payload in queued_payloads(line_redis):
+        score_batch(context, payload)
+
+    rows = rows_by_origin(sqlite_engine, frames)
+    assert all(row["verdict"] == "good" for row in rows.values())
+    kept = sorted(origin for origin, row in rows.items() if row["image_key"])
+    assert kept == ["cam-1-0", "cam-1-3", "cam-1-6", "cam-2-0"]
+    assert all((tmp_path / "artifacts" / rows[origin]["image_key"]).is_file() for origin in kept)
+
+
 def test_a_new_active_model_is_used_after_the_refresh_without_a_restart(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
     first_version = register_checkpoint(sqlite_engine, small_checkpoint)
     # A second model: the same network nudged (a new version) and calibrated to flag every part.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -30,10 +31,11 @@ from rq import SimpleWorker
 from rq.registry import StartedJobRegistry
 from store_fixtures import db_url, postgres_run_database  # noqa: F401 - fixtures
 
-from wire.protocol import FRAME_KEY_PREFIX, make_queue
+from wire.protocol import FRAME_KEY_PREFIX, SERIALIZER, make_queue
 from lineguard.cli import main
 from store.db import make_engine
 from store.records import inspections_frame
+from worker.leased import LeasedWorker
 from worker.process import WorkerOptions, run_worker
 
 LEASE_S = 3
@@ -285,3 +287,17 @@ def test_a_batch_past_its_deadline_is_given_back_and_the_worker_restarts(line_re
         assert len(failed) == 1 and "batch deadline" in queue.fetch_job(failed[0]).latest_result().exc_string
     finally:
         engine.dispose()
+
+
+def test_a_stopping_worker_does_not_wait_out_its_command_listener(line_redis):  # noqa: F811
+    """At a stop rq unsubscribes the worker's command listener, then joins its thread. A listener that
+    took the unsubscribe's answer first waits for a new subscription for its whole poll: with rq's 60 s,
+    a SIGTERMed idle worker took up to a minute to exit."""
+    worker = LeasedWorker([make_queue(line_redis, QUEUE)], name="listener-test", connection=line_redis, serializer=SERIALIZER)
+    worker.subscribe()
+    worker.pubsub.unsubscribe()
+    wait_until(lambda: not worker.pubsub.subscribed, 10, "the listener to take the unsubscribe's answer")
+    stopping = threading.Thread(target=worker.unsubscribe, daemon=True)
+    stopping.start()
+    stopping.join(20)
+    assert not stopping.is_alive(), "the worker's stop waited on its command listener"

@@ -28,6 +28,7 @@ from worker.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DECODE_BUDGET_MB, DEFAUL
 from worker.drift import DriftMonitor
 from worker.errors import NoWorkerContextError
 from worker.model_cache import ModelCache, is_checkpoint_read_error
+from worker.evidence import GoodSample
 from worker.shadow import ShadowScorer
 
 
@@ -42,7 +43,7 @@ class WorkerContext:
         models: the process's model cache.
         name: this worker's name, recorded in every row it writes.
         batch_size: most frames scored in one forward pass; a job's frames are split to fit.
-        good_sample_every: keep pictures of one good frame in this many (0: none).
+        good_sample_every: keep pictures of one good frame in this many of each camera's (0: none).
         decode_budget_bytes: most bytes of decoded frames and their anomaly maps held at once.
         frame_root: the resolved folder inside which frames sent by reference are read
             (worker.references.frame_root); None: such frames get error rows.
@@ -72,6 +73,8 @@ class WorkerContext:
     verdict_topic_prefix: str | None = None
     shadows: ShadowScorer | None = None
     drift: DriftMonitor = field(default_factory=DriftMonitor)
+    #: Which good frames keep their pictures (one in good_sample_every per camera); made from it.
+    good_samples: GoodSample = field(init=False, repr=False, compare=False)
     redis_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("Redis", is_redis_outage))
     database_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("the database", is_database_outage))
     checkpoint_waiter: OutageWaiter = field(default_factory=lambda: OutageWaiter("the model's checkpoint", is_checkpoint_read_error))
@@ -83,6 +86,7 @@ class WorkerContext:
             raise ValueError(f"decode_budget_bytes must be at least 1, got {self.decode_budget_bytes}")
         if self.good_sample_every < 0:
             raise ValueError(f"good_sample_every must be >= 0 (0 keeps no good frames), got {self.good_sample_every}")
+        object.__setattr__(self, "good_samples", GoodSample(self.good_sample_every))
 
 
 _CURRENT: ContextVar[WorkerContext] = ContextVar("lineguard_worker_context")

@@ -16,6 +16,9 @@ DEFAULT_MAX_RETRIES = 3
 WORKER_TTL_MARGIN_S = 15
 #: Lease renewals per lease: a lease survives a few missed heartbeats.
 HEARTBEATS_PER_LEASE = 4
+#: Seconds the thread listening for rq's commands (pubsub) waits at a time: a stopping worker waits for
+#: it up to this long (rq's own 60 s held a SIGTERMed worker up to a minute).
+COMMAND_LISTENER_POLL_S = 1.0
 #: Frames larger than this many pixels on their longer side are scaled down to it as soon as they are
 #: decoded: the model works at a fraction of it, and a reviewer's picture keeps its detail.
 MAX_FRAME_SIDE = 2048

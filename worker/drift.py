@@ -84,7 +84,7 @@ class DriftMonitor:
     def measure(self, frame_id: str, model: InspectionModel, image: np.ndarray) -> None:
         """Note a scored frame's image deviations (until its row is written: `settle`)."""
         reference = model.image_reference
-        deviations = reference.deviations(image) if reference is not None else {}
+        deviations = reference.deviations(model.in_region(image)) if reference is not None else {}
         self._measured[frame_id] = (deviations, model.calibration)
 
     def settle(self, records: Sequence[InspectionRecord]) -> list[AlarmChange]:

@@ -1,13 +1,14 @@
 """The pictures kept beside an inspection row: the frame and its heatmap overlay.
 
 Every flagged frame keeps both, so a reviewer sees what the model saw; of the good frames only a
-sample does (one in `every`), chosen by frame id so that a retried batch picks the same frames and
-overwrites the same keys. Keys read ``<line>/<camera>/<capture date>/<frame id>.image.jpg``.
+sample does: one in `every` of each camera's (`GoodSample`), so that a camera that sends few parts
+is sampled as often as a busy one, for retraining and comparisons. Keys read
+``<line>/<camera>/<capture date>/<frame id>.image.jpg``: a retried batch overwrites the same keys.
 """
 
 from __future__ import annotations
 
-import zlib
+import threading
 from datetime import UTC, datetime
 
 import cv2
@@ -22,9 +23,26 @@ from store.errors import ArtifactError
 JPEG_QUALITY = 92
 
 
-def keeps_good_sample(frame_id: str, every: int) -> bool:
-    """Whether good frame `frame_id` is one of the sampled ones (one in `every`; 0 keeps none)."""
-    return every > 0 and zlib.crc32(frame_id.encode()) % every == 0
+class GoodSample:
+    """Which good frames keep their pictures: one in `every` of each (line, camera)'s good frames,
+    counted by this process from its first (0 keeps none). Workers count apart, so together they
+    keep one in `every` of each camera's good frames too; a retried batch may keep other frames."""
+
+    def __init__(self, every: int) -> None:
+        if every < 0:
+            raise ValueError(f"every must be >= 0 (0 keeps no good frames), got {every}")
+        self.every = every
+        self._seen: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def keeps(self, line: str, camera: str) -> bool:
+        """Count one more good frame of `camera` on `line`; whether it is one to keep."""
+        if self.every == 0:
+            return False
+        with self._lock:
+            seen = self._seen.get((line, camera), 0)
+            self._seen[(line, camera)] = seen + 1
+        return seen % self.every == 0
 
 
 def evidence_keys(line: str, camera: str, captured_at: datetime, frame_id: str) -> tuple[str, str]:

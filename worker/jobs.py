@@ -50,7 +50,7 @@ from wire.protocol import FrameEntry, InvalidPayloadError, payload_entries
 from worker.context import WorkerContext, current_context
 from worker.defaults import MAX_FRAME_SIDE
 from worker.errors import FrameReferenceError, WorkerError
-from worker.evidence import evidence_keys, keeps_good_sample, save_evidence
+from worker.evidence import evidence_keys, save_evidence
 from worker.drift import record_alarm_changes
 from worker.references import read_reference
 from worker.verdict_outbox import verdict_outbox
@@ -354,7 +354,7 @@ def _score_group(
     for (frame, image), result in zip(group, results):
         context.drift.measure(frame.frame_id, model, image)
         image_key = heatmap_key = None
-        if result.is_anomaly or keeps_good_sample(frame.frame_id, context.good_sample_every):
+        if result.is_anomaly or context.good_samples.keeps(frame.line, frame.camera):
             keys = evidence_keys(frame.line, frame.camera, frame.captured_at, frame.frame_id)
             image_key, heatmap_key = save_evidence(context.artifacts, keys, image, result, model)
         records.append(

@@ -192,8 +192,12 @@ def shadow_view(line: str, artifacts_url: str, database_url: str) -> None:
 def retraining_view(line: str, by: str, settings: DashboardSettings) -> None:
     """Queue a retraining of the line (run by `lineguard worker --train`, never here) and show its progress."""
     redis_url = settings.services.redis_url
+    steps = st.number_input(
+        "Training steps", min_value=1, value=None, step=100, key="models_retrain_steps",
+        help="optimiser steps of the retraining; empty: as `lineguard train` (1000)", placeholder="as lineguard train",
+    )
     if st.button(f"Retrain on {line}'s parts", key="models_retrain", disabled=not by.strip()):
-        job_id = sources.queue_retraining(redis_url, line, by)
+        job_id = sources.queue_retraining(redis_url, line, by, int(steps) if steps else None)
         st.success(f"Training job {job_id} queued; `lineguard worker --train` runs it.")
     jobs = sources.retrainings(redis_url, line)
     if jobs is None:

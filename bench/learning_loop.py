@@ -90,6 +90,10 @@ def main() -> None:
     parser.add_argument("--teacher-weights", default=str(Path(__file__).resolve().parents[2] / "shared" / "weights" / "vgg16_imagenet_features.pth"))
     parser.add_argument("--steps", type=int, default=300, help="optimiser steps of each training (proxy; default 300)")
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument(
+        "--lighting", choices=["as_captured", "levelled"], default="as_captured",
+        help="the recipe's lighting (levelled: each image divided by its own illumination; model/lighting.py)",
+    )
     parser.add_argument("--views-good", type=int, default=50, help="views of each of the 12 unseen good parts (default 50: 600 parts)")
     parser.add_argument("--views-defective", type=int, default=4, help="views of each of the 30 defective parts (default 4: 120 parts)")
     parser.add_argument("--good-sample-every", type=int, default=50, help="passed parts keep their picture one in N, as the worker (default 50)")
@@ -102,7 +106,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     settings = TrainingSettings(steps=args.steps, device=args.device, seed=args.seed)
-    recipe = Recipe(image_size=args.image_size)
+    recipe = Recipe(image_size=args.image_size, lighting=args.lighting)
 
     original_path = args.model
     if original_path is None:

@@ -119,13 +119,18 @@ class TeacherStudent(nn.Module):
 
     def blur(self, maps: torch.Tensor) -> torch.Tensor:
         """(B,H,W) -> the same, smoothed by the recipe's Gaussian (reflecting at the borders)."""
-        kernel = self.blur_kernel
-        if kernel.numel() == 1:
-            return maps
-        radius = kernel.numel() // 2
-        padded = F.pad(maps.unsqueeze(1), (radius, radius, radius, radius), mode="reflect")
-        blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1))
-        return F.conv2d(blurred, kernel.view(1, 1, -1, 1)).squeeze(1)
+        return smoothed(maps, self.blur_kernel)
+
+
+def smoothed(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """(B,H,W) maps blurred by the separable 1-D `kernel` (reflecting at the borders); a kernel of
+    one element leaves them as they are."""
+    if kernel.numel() == 1:
+        return maps
+    radius = kernel.numel() // 2
+    padded = F.pad(maps.unsqueeze(1), (radius, radius, radius, radius), mode="reflect")
+    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return F.conv2d(blurred, kernel.view(1, 1, -1, 1)).squeeze(1)
 
 
 

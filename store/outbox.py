@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, or_, select, update
 
 from store.dialect import upsert_insert
 from store.errors import InvalidArgumentError
@@ -115,6 +115,12 @@ def prune_sent(engine: Engine, sinks: Sequence[str], now: datetime | None = None
     taken = [_sent_column(sink) < before for sink in sinks]
     with engine.begin() as connection:
         return connection.execute(delete(OutboxMessage).where(and_(*taken))).rowcount
+
+
+def settled_before(sinks: Sequence[str], before: datetime) -> ColumnElement[bool]:
+    """Messages created before `before` that none of `sinks` (the configured ones) still waits for:
+    taken by each, or, with no sink configured, all of them (nothing will send them)."""
+    return and_(OutboxMessage.created_at < before, *(_sent_column(sink).is_not(None) for sink in sinks))
 
 
 def _sent_column(sink: str):  # noqa: ANN202 - an InstrumentedAttribute of OutboxMessage

@@ -8,6 +8,8 @@
   carries the camera's sequence number on;
 - the folder ledger's settled claims (by ``ingested_at``) of files no longer in their folder: a claim
   of a file still there is what keeps it from being ingested again;
+- the outbox's messages (by ``created_at``) that no configured sink still waits for (the policy's
+  `outbox_sinks`): one still waiting is kept however old, so that an outage loses nothing;
 - artifacts (by when they were written), whatever wrote them;
 then, while the artifacts left weigh more than the policy's bytes, the oldest artifacts. A row that
 keeps its place but loses a picture has the picture's key cleared. A dry run counts and removes
@@ -27,7 +29,8 @@ from sqlalchemy.orm import aliased
 from store.artifacts import ArtifactEntry, ArtifactStore
 from store.db import write_transaction
 from store.errors import InvalidArgumentError
-from store.schema import Base, IngestedFile, Inspection, SourceEvent, StreamFrame
+from store.outbox import settled_before
+from store.schema import OUTBOX_SINKS, Base, IngestedFile, Inspection, OutboxMessage, SourceEvent, StreamFrame
 
 #: Rows looked at and removed per transaction.
 RETENTION_CHUNK = 1000
@@ -40,8 +43,13 @@ class RetentionPolicy:
 
     max_age: timedelta | None = None
     max_artifact_bytes: int | None = None
+    outbox_sinks: tuple[str, ...] = ()
+    """The configured sinks of the outbox (lineguard.settings.Settings.outbox_sinks): their unsent messages stay."""
 
     def __post_init__(self) -> None:
+        unknown = set(self.outbox_sinks) - set(OUTBOX_SINKS)
+        if unknown:
+            raise InvalidArgumentError(f"unknown outbox sinks {sorted(unknown)}: the sinks are {list(OUTBOX_SINKS)}")
         if self.max_age is not None and self.max_age <= timedelta(0):
             raise InvalidArgumentError(f"retention age must be positive, got {self.max_age}")
         if self.max_artifact_bytes is not None and self.max_artifact_bytes < 0:
@@ -57,6 +65,7 @@ class RetentionReport:
     source_events: int = 0
     stream_frames: int = 0
     file_claims: int = 0
+    outbox_messages: int = 0
     artifacts: int = 0
     artifact_bytes: int = 0
     dry_run: bool = False
@@ -76,7 +85,7 @@ def apply_retention(
     if policy.max_age is not None:
         cutoff = now - policy.max_age
         doomed_keys = _remove_old_inspections(engine, cutoff, report, dry_run)
-        _remove_old_events_and_ledgers(engine, cutoff, report, dry_run)
+        _remove_old_events_and_ledgers(engine, cutoff, policy.outbox_sinks, report, dry_run)
         doomed = [entry for entry in stored if entry.written_at < cutoff or entry.key in doomed_keys]
     if policy.max_artifact_bytes is not None:
         gone = {entry.key for entry in doomed}
@@ -130,7 +139,9 @@ def _remove_old_inspections(engine: Engine, cutoff: datetime, report: RetentionR
             connection.execute(delete(Inspection).where(Inspection.id.in_(ids)))
 
 
-def _remove_old_events_and_ledgers(engine: Engine, cutoff: datetime, report: RetentionReport, dry_run: bool) -> None:
+def _remove_old_events_and_ledgers(
+    engine: Engine, cutoff: datetime, outbox_sinks: Sequence[str], report: RetentionReport, dry_run: bool
+) -> None:
     newer = aliased(StreamFrame)
     newest_of_camera = (
         select(func.max(newer.sequence)).where(newer.line == StreamFrame.line, newer.camera == StreamFrame.camera).scalar_subquery()
@@ -141,6 +152,7 @@ def _remove_old_events_and_ledgers(engine: Engine, cutoff: datetime, report: Ret
             StreamFrame,
             and_(StreamFrame.settled_at.is_not(None), StreamFrame.published_at < cutoff, StreamFrame.sequence < newest_of_camera),
         ),
+        "outbox_messages": (OutboxMessage, settled_before(outbox_sinks, cutoff)),
     }
     for name, (table, condition) in conditions.items():
         if dry_run:

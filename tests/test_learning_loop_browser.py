@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_fixtures import WAIT_S, chromium, dashboard_server, free_port, require_chromium, wait_for
+from browser_fixtures import WAIT_S, chromium, dashboard_server, free_port, poll, require_chromium, wait_for
 from line_fixtures import (
     LINE,
     line_redis,  # noqa: F401 - fixture
@@ -61,6 +61,8 @@ RECALIBRATED_RATE = "0.05"
 #: loaded machine starts a Python process with torch in minutes).
 LINE_WAIT_S = 300
 REVIEWER = "Ana"
+#: Seconds a page opened again is given to show what is looked for before it is opened once more.
+PAGE_DRAWN_S = 15
 #: What the browser showed when the test failed.
 SCREENSHOT = Path(__file__).resolve().parents[1] / "test-artifacts" / "learning-loop-failure.png"
 
@@ -184,6 +186,19 @@ def test_reviews_recalibration_retraining_comparison_shadow_promotion_and_rollba
                 """Whether the page's script run has finished (its elements are this run's)."""
                 return bool(browser.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"][data-test-script-state="notRunning"]'))
 
+            def shown_on(path: str, selector: str, text: str, what: str) -> str:
+                """The text of the first ``selector`` element holding ``text`` on page ``path``, opened
+                again until it shows (the page reads the store through a cache of a few seconds)."""
+
+                def found() -> str | None:
+                    return next((e.text for e in browser.find_elements(By.CSS_SELECTOR, selector) if text in e.text), None)
+
+                def opened() -> str | None:
+                    browser.get(url + path)
+                    return poll(found, PAGE_DRAWN_S)
+
+                return wait_for(opened, 4 * WAIT_S, what)
+
             def click(key: str) -> None:
                 """Click the button of ``key`` once the page's run has drawn it, enabled."""
                 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
@@ -275,10 +290,8 @@ def test_reviews_recalibration_retraining_comparison_shadow_promotion_and_rollba
             # --- Compared: side by side on the Models page.
             code, out = run(capsys, "models", "compare", candidate, "--line", LINE, "--device", "cpu")
             assert code == 0, out
-            browser.get(f"{url}/models?models_version={candidate}")
-            table = wait_for(
-                lambda: next((t.text for t in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stTable"]') if "defects caught" in t.text), None),
-                WAIT_S, "the comparison on the Models page",
+            table = shown_on(
+                f"/models?models_version={candidate}", '[data-testid="stTable"]', "defects caught", "the comparison on the Models page"
             )
             assert f"active: {recalibrated}" in table and f"candidate: {candidate}" in table
             assert f"of {len(defects)}" in table  # defects caught by each, of the confirmed ones
@@ -291,10 +304,9 @@ def test_reviews_recalibration_retraining_comparison_shadow_promotion_and_rollba
             assert set(line.scored(live, "the live frames")["model_version"]) == {recalibrated}  # never the verdict
             wait_for(lambda: shadow_agreement(line.engine, LINE, candidate).frames >= shadowed + len(live), LINE_WAIT_S, "the shadow to score live frames")
             agreement = shadow_agreement(line.engine, LINE, candidate)
-            browser.get(f"{url}/models?models_version={candidate}")
-            shown = wait_for(
-                lambda: next((m.text for m in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]') if "Agrees with the active model" in m.text), None),
-                WAIT_S, "the shadow's agreement on the Models page",
+            shown = shown_on(
+                f"/models?models_version={candidate}", '[data-testid="stMetric"]', "Agrees with the active model",
+                "the shadow's agreement on the Models page",
             )
             assert f"{agreement.agreement:.0%}" in shown and f"Shadow: {candidate}" in body()
 

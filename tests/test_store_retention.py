@@ -1,4 +1,5 @@
-"""Retention by age and bytes: old rows with their reviews and pictures, events, settled ledgers, artifacts."""
+"""Retention by age and bytes: old rows with their reviews and pictures, events, settled ledgers, the
+outbox's messages no sink waits for, artifacts."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from store_fixtures import BASE_TIME, db_url, make_record, postgres_run_database
 
 from store import SentFrame, claim_ingested_file, record_sent_frames, record_source_event, save_review, settle_claims, settle_stream_frames, write_inspections
 from store.artifacts import FileArtifactStore
+from store.outbox import OutboxEntry, add_messages, mark_sent
 from store.retention import RetentionPolicy, apply_retention
-from store.schema import IngestedFile, Inspection, Review, SourceEvent, StreamFrame
+from store.schema import IngestedFile, Inspection, OutboxMessage, Review, SourceEvent, StreamFrame
 
 
 def count(engine: Engine, table: type) -> int:
@@ -70,3 +72,31 @@ def test_retention_by_age_then_bytes_and_a_dry_run_first(store_engine: Engine, t
     # 150 bytes of artifacts kept: the newest picture; the older ones' rows stay, without a picture.
     assert [entry.key for entry in artifacts.entries()] == ["l/new-0.image.jpg"]
     assert keys == {"new-0": "l/new-0.image.jpg", "new-1": None, "new-2": None}
+
+
+def test_retention_removes_old_outbox_messages_no_configured_sink_waits_for(store_engine: Engine, tmp_path: Path) -> None:  # noqa: F811
+    now = datetime.now(UTC)
+    with store_engine.begin() as connection:
+        for key, created_at in (("old-sent", BASE_TIME), ("old-waiting", BASE_TIME), ("new-sent", now)):
+            add_messages(connection, [OutboxEntry(key, "line-1", "cam-0", "lineguard/line-1/cam-0/verdict", "{}")], now=created_at)
+    with store_engine.connect() as connection:
+        ids = dict(connection.execute(select(OutboxMessage.key, OutboxMessage.id)).all())
+    mark_sent(store_engine, "mqtt", [ids["old-sent"], ids["new-sent"]])
+    artifacts = FileArtifactStore(tmp_path / "artifacts")
+
+    def keys() -> list[str]:
+        with store_engine.connect() as connection:
+            return sorted(connection.scalars(select(OutboxMessage.key)))
+
+    # The broker is configured: a message still waiting for it stays, however old (an outage loses nothing).
+    with_broker = RetentionPolicy(max_age=timedelta(days=30), outbox_sinks=("mqtt",))
+    assert apply_retention(store_engine, artifacts, with_broker, now=now, dry_run=True).outbox_messages == 1
+    assert apply_retention(store_engine, artifacts, with_broker, now=now).outbox_messages == 1
+    assert keys() == ["new-sent", "old-waiting"]
+    # A webhook configured beside it has taken nothing: every old message waits for it.
+    mark_sent(store_engine, "mqtt", [ids["old-waiting"]])
+    both = RetentionPolicy(max_age=timedelta(days=30), outbox_sinks=("mqtt", "webhook"))
+    assert apply_retention(store_engine, artifacts, both, now=now).outbox_messages == 0
+    # No sink configured any more: nothing will send the old messages.
+    assert apply_retention(store_engine, artifacts, RetentionPolicy(max_age=timedelta(days=30)), now=now).outbox_messages == 1
+    assert keys() == ["new-sent"]

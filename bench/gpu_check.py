@@ -2,15 +2,16 @@
 
 1. the network alone: `bench/model_throughput.py`'s table on CUDA (teacher vs full model, fp32 vs
    bf16, batch 1, 8, 32), and the full model under `torch.compile` against eager at bf16;
-2. decode plus network: 640x480 JPEG frames decoded and fitted on the host (OpenCV, as the worker
-   does today) and on the device (nvJPEG, `model.device_images`), then scored, images/s;
+2. decode plus network: 640x480 JPEG frames decoded and fitted on the host (OpenCV, a worker's
+   `--decode-on-device off`) and on the device (nvJPEG, `model.device_images`, the worker's default
+   on CUDA), then scored, images/s;
 3. frames in flight: 1, 2 and 4 scoring threads per GPU, each on its own CUDA stream, as several
    worker processes per GPU would keep it busy (the line's queue and store are measured apart by
    bench/capacity.py: a device machine has no Redis or PostgreSQL);
 4. training speed at the default recipe with fresh teacher features every step (`feature_reuse`
    1) and with the CPU default (4), steps/s and peak GPU memory;
-5. the same model's scores on CUDA and on the CPU, and with device-decoded frames: raw scores
-   within SCORE_TOLERANCE and the same verdicts.
+5. the same model's scores on CUDA and on the CPU (raw scores within SCORE_TOLERANCE and the same
+   verdicts), and with device-decoded frames against the worker's DEVICE_DECODE_TOLERANCE.
 It needs no data from ../shared (generated parts) and downloads nothing (a random teacher: same
 speed). Sized for at most 8 minutes on an H200 (sections print as they finish).
 
@@ -38,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.device_images import batch_on_device, decode_on_device  # noqa: E402
+from worker.defaults import DEVICE_DECODE_TOLERANCE  # noqa: E402
 from model.devices import autocast  # noqa: E402
 from model.geometry import FittedImage  # noqa: E402
 from model.images import decode_image  # noqa: E402
@@ -153,13 +155,16 @@ def agreement_check(checkpoint: Path, frames: list[bytes]) -> None:
         same = all(a.is_anomaly == b.is_anomaly for a, b in zip(on_gpu, on_cpu))
         verdict = "ok" if worst <= SCORE_TOLERANCE and same else "DIFFERENT"
         print(f"{precision}: CUDA vs CPU raw scores differ by at most {worst:.2%}; same verdicts: {same} ({verdict})", flush=True)
-    height, width = gpu_model.recipe.input_shape
     decoded = decode_on_device(frames[:16], [str(i) for i in range(16)], gpu_model.device)
-    batch, contents = batch_on_device(decoded, height, width)
-    device_scores = gpu_model.maps_and_scores(batch, [FittedImage(None, h, w) for h, w in contents])[1].float().cpu().numpy()
+    device_scores = np.array([result.raw_score for result in gpu_model.score_decoded(decoded)])
     host_scores = np.array([result.raw_score for result in on_gpu])
     worst = float(np.max(np.abs(device_scores - host_scores) / np.abs(host_scores)))
-    print(f"bf16, device-decoded vs host-decoded frames: raw scores differ by at most {worst:.2%}", flush=True)
+    of_threshold = float(np.max(np.abs(device_scores - host_scores)) / abs(gpu_model.calibration.threshold))
+    verdict = "the worker would trust it" if of_threshold <= DEVICE_DECODE_TOLERANCE else "the worker would decode on the host"
+    print(
+        f"bf16, device-decoded (nvJPEG, model.device_images) vs host-decoded frames: raw scores differ by at most {worst:.2%} "
+        f"({of_threshold:.2%} of the threshold, tolerance {DEVICE_DECODE_TOLERANCE:.0%}: {verdict})", flush=True,
+    )
 
 
 def main() -> None:

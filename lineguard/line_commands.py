@@ -103,6 +103,7 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
     from worker.defaults import (
         DEFAULT_BATCH_SIZE,
         DEFAULT_DECODE_BUDGET_MB,
+        DEFAULT_DECODE_ON_DEVICE,
         DEFAULT_GOOD_SAMPLE_EVERY,
         DEFAULT_LEASE_S,
         DEFAULT_MAX_RETRIES,
@@ -141,6 +142,10 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
     worker.add_argument(
         "--good-sample-every", type=int, default=DEFAULT_GOOD_SAMPLE_EVERY,
         help=f"keep the pictures of one good frame in N of each camera (default {DEFAULT_GOOD_SAMPLE_EVERY}; 0: none)",
+    )
+    worker.add_argument(
+        "--decode-on-device", choices=["auto", "on", "off"], default=DEFAULT_DECODE_ON_DEVICE,
+        help="decode and fit JPEG frames on the scoring device (nvJPEG), trusted per model once measured against the host; auto: on CUDA",
     )
     worker.add_argument(
         "--frame-root", type=Path,
@@ -246,6 +251,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
         verdict_topic_prefix=settings.mqtt_topic_prefix if settings.outbox_sinks else None,
         frame_root=str(args.frame_root) if args.frame_root is not None else settings.frame_root,
         max_reference_bytes=settings.max_file_bytes,
+        decode_on_device=args.decode_on_device,
     )
     # Check both services answer before the worker registers, so a typo in a URL is one clear line.
     connect_redis(settings).close()

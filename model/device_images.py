@@ -7,6 +7,13 @@ there; other formats are decoded on the host (model.images) and uploaded. Every 
 checked on the host first, with the same limits as `model.images.decode_image`, so a decompression
 bomb is refused before any decoder sees it. On the CPU the same functions run with device "cpu",
 which is how the tests cover them.
+
+Scaling reproduces the host's OpenCV: shrinking is area averaging (`cv2.INTER_AREA`), written as
+two small matrices of each output pixel's share of every source pixel (exact, not an
+approximation: equal to OpenCV's to one grey level), growing is bilinear (`cv2.INTER_LINEAR`), the
+filling is the same reflection. So the device path differs from the host's by the JPEG decoder
+alone (nvJPEG against libjpeg-turbo), which the worker measures before trusting it
+(worker.device_decoding).
 """
 
 from __future__ import annotations
@@ -53,17 +60,37 @@ def _decode_one_jpeg(data: torch.Tensor, name: str, device: torch.device) -> tor
         return InvalidImageError(f"{name}: not a decodable JPEG ({error})")
 
 
+def area_weights(source: int, target: int, device: torch.device) -> torch.Tensor:
+    """(target, source) float32: each target pixel's share of every source pixel when `source`
+    pixels are averaged into `target` (OpenCV's INTER_AREA along one axis); rows sum to one."""
+    scale = source / target
+    starts = torch.arange(target, device=device, dtype=torch.float64).unsqueeze(1) * scale
+    pixels = torch.arange(source, device=device, dtype=torch.float64).unsqueeze(0)
+    overlap = (torch.minimum(starts + scale, pixels + 1) - torch.maximum(starts, pixels)).clamp_(min=0)
+    return (overlap / scale).float()
+
+
+def resize_on_device(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(3,H,W) uint8 -> (3,height,width) uint8 on its device, as `cv2.resize` scales it on the host
+    in `model.geometry.fit_image` and the worker: area averaging when it shrinks, bilinear when not."""
+    source_height, source_width = image.shape[1:]
+    if height < source_height:
+        rows, columns = area_weights(source_height, height, image.device), area_weights(source_width, width, image.device)
+        resized = torch.einsum("yh,chw,xw->cyx", rows, image.float(), columns)
+    else:
+        resized = F.interpolate(image.unsqueeze(0).float(), size=(height, width), mode="bilinear", align_corners=False)[0]
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
 def fit_on_device(image: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, int, int]:
     """(3,H,W) uint8 on any device -> ((3,height,width) uint8 there, content height, content width):
     what `model.geometry.fit_image` does on the host (aspect ratio kept, the rest filled by
-    reflection), with an antialiased bilinear scaling in place of OpenCV's area averaging."""
+    reflection), with the same scaling (`resize_on_device`)."""
     source_height, source_width = image.shape[1:]
     scale = min(height / source_height, width / source_width)
     content_height = min(height, max(1, int(round(source_height * scale))))
     content_width = min(width, max(1, int(round(source_width * scale))))
-    resized = F.interpolate(
-        image.unsqueeze(0).float(), size=(content_height, content_width), mode="bilinear", antialias=True, align_corners=False
-    )
+    resized = resize_on_device(image, content_height, content_width).unsqueeze(0).float()
     pad_bottom, pad_right = height - content_height, width - content_width
     if pad_bottom or pad_right:
         mode = "reflect" if pad_bottom < content_height and pad_right < content_width else "replicate"

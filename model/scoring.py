@@ -265,15 +265,46 @@ class InspectionModel:
         if not images:
             return []
         maps, raw_scores = self.content_maps_and_scores(images)
-        normalised = self.calibration.normalise(raw_scores.cpu().numpy())
+        return self._image_scores(maps, raw_scores, [image.shape[:2] for image in images])
+
+    @property
+    def scores_decoded_frames(self) -> bool:
+        """Whether `score_decoded` can score frames decoded on this model's device: torch runs its
+        maps there and the recipe fits whole frames into the input as captured (no tiles, region or
+        levelled lighting, which `as_seen` applies on the host)."""
+        recipe = self.recipe
+        return isinstance(self.runtime, TorchMaps) and recipe.pixel_scale is None and recipe.region is None and recipe.lighting == "as_captured"
+
+    @torch.inference_mode()
+    def score_decoded(self, images: list[torch.Tensor]) -> list[ImageScore]:
+        """Score (3,H,W) uint8 RGB frames already decoded on this model's device
+        (`model.device_images.decode_on_device`), fitted into the input there, in one forward pass;
+        otherwise exactly `score_images`."""
+        if self.calibration is None:
+            raise ValueError("this model is not calibrated yet")
+        if not self.scores_decoded_frames:
+            raise ValueError(f"model {self.version} scores host images only ({self.runtime.name}, pixel_scale {self.recipe.pixel_scale})")
+        if not images:
+            return []
+        from model.device_images import batch_on_device  # torchvision's decoders: only where frames are decoded on the device
+
+        batch, contents = batch_on_device(images, *self.recipe.input_shape)
+        maps = self.runtime.anomaly_maps(batch)
+        content_maps = [m[:height, :width] for m, (height, width) in zip(maps, contents)]
+        raw_scores = torch.stack([image_score(self.recipe, m) for m in content_maps])
+        return self._image_scores(content_maps, raw_scores, [tuple(image.shape[1:]) for image in images])
+
+    def _image_scores(self, maps: list[torch.Tensor], raw_scores: torch.Tensor, shapes: list[tuple[int, int]]) -> list[ImageScore]:
+        """Each image's verdict from its content map and raw score; maps back at each (height, width)."""
+        normalised = self.calibration.normalise(raw_scores.float().cpu().numpy())
         results = []
-        for image, content_map, raw_score, score in zip(images, maps, raw_scores.tolist(), normalised):
+        for (height, width), content_map, raw_score, score in zip(shapes, maps, raw_scores.tolist(), normalised):
             results.append(
                 ImageScore(
                     raw_score=float(raw_score),
                     score=float(score),
                     is_anomaly=bool(raw_score > self.calibration.threshold),
-                    anomaly_map=map_to_image(content_map.float().cpu().numpy(), image.shape[0], image.shape[1], self.recipe.region),
+                    anomaly_map=map_to_image(content_map.float().cpu().numpy(), height, width, self.recipe.region),
                 )
             )
         return results

@@ -41,6 +41,7 @@ from worker.context import WorkerContext, installed
 from worker.errors import NoWorkerContextError
 from worker.jobs import EXPIRED_REASON, UNRECORDABLE_REASON, score_batch, score_frames
 from worker.model_cache import ModelCache
+from worker.device_decoding import DeviceDecoding
 from worker.references import frame_root
 
 
@@ -400,3 +401,57 @@ def test_a_registered_export_is_scored_by_its_runtime(line_redis, sqlite_engine,
         assert row["model_version"] == version and version.endswith("-onnx-fp32")
         assert row["raw_score"] == pytest.approx(want.raw_score, rel=1e-3)
         assert row["verdict"] == ("defect" if frame.origin.startswith("defective") else "good")
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def test_frames_decoded_on_the_device_are_measured_against_the_host_then_scored_there(line_redis, sqlite_engine, small_checkpoint, tmp_path):  # noqa: F811
+    """The CUDA path's code on the CPU (device "cpu"): the first frames of a model are scored both ways,
+    then the device's decoding is trusted and scores frames alone, with the host's verdicts."""
+    version = register_checkpoint(sqlite_engine, small_checkpoint)
+    rng = np.random.default_rng(11)
+    parts = {f"{kind}-{i}": make_part(rng, kind == "defective") for i in range(6) for kind in ("good", "defective")}
+    files = {name: jpeg(part) for name, part in parts.items()} | {"png": png(parts["good-0"]), "corrupt": jpeg(parts["good-1"])[:300]}
+    frames = [make_frame(data, origin) for origin, data in files.items()]
+    decoding = DeviceDecoding(torch.device("cpu"), check_frames=8)
+    context = make_context(line_redis, sqlite_engine, tmp_path, device_decoding=decoding, batch_size=8)
+    host_scores = load_checkpoint(small_checkpoint, device="cpu", precision="fp32").raw_scores([decode_image(files[f.origin]) for f in frames[:-1]])
+    publish(line_redis, frames, batch_size=len(frames))
+
+    outcome = score_batch(context, queued_payloads(line_redis)[0])
+
+    rows = rows_by_origin(sqlite_engine, frames)
+    assert (outcome.scored, outcome.errors) == (len(frames) - 1, 1)
+    assert rows["corrupt"]["verdict"] == "error" and "not a decodable image" in rows["corrupt"]["error"]  # the host decoder says why
+    for frame, host_score in zip(frames[:-1], host_scores):
+        row = rows[frame.origin]
+        assert row["verdict"] == ("defect" if frame.origin.startswith("defective") else "good"), frame.origin
+        assert row["raw_score"] == pytest.approx(host_score, rel=1e-3), frame.origin
+    frames_compared, largest, trusted = decoding.measured()[version]
+    assert frames_compared == 8 and trusted is True and largest <= decoding.tolerance
+    assert decoding.trusted(context.models.model_for_line(LINE)) is True
+
+
+def test_a_device_decoder_outside_the_tolerance_is_not_trusted_and_the_host_decodes(line_redis, sqlite_engine, small_checkpoint, tmp_path, monkeypatch):  # noqa: F811
+    import worker.jobs as jobs
+
+    version = register_checkpoint(sqlite_engine, small_checkpoint)
+    decode = jobs.decode_on_device
+    # A decoder that rounds differently from the host's by far more than a JPEG decoder does: frames come out brighter.
+    monkeypatch.setattr(jobs, "decode_on_device", lambda *args: [image.clamp(max=215) + 40 for image in decode(*args)])
+    rng = np.random.default_rng(12)
+    frames = [make_frame(jpeg(make_part(rng, False)), f"good-{i}") for i in range(8)]
+    decoding = DeviceDecoding(torch.device("cpu"), check_frames=8)
+    host_scores = load_checkpoint(small_checkpoint, device="cpu", precision="fp32").raw_scores([decode_image(f.data) for f in frames])
+    publish(line_redis, frames, batch_size=4)
+    context = make_context(line_redis, sqlite_engine, tmp_path, device_decoding=decoding, batch_size=4)
+
+    for payload in queued_payloads(line_redis):
+        score_batch(context, payload)
+
+    frames_compared, largest, trusted = decoding.measured()[version]
+    assert trusted is False and frames_compared == 4 and largest > decoding.tolerance
+    rows = rows_by_origin(sqlite_engine, frames)
+    assert [rows[f.origin]["raw_score"] for f in frames] == pytest.approx(host_scores, rel=1e-3)  # every row, the host's

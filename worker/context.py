@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from store.artifacts import ArtifactStore
 from store.db import is_database_outage
 from wire.connections import OutageWaiter, is_redis_outage
+from worker.device_decoding import DeviceDecoding
 from worker.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DECODE_BUDGET_MB, DEFAULT_GOOD_SAMPLE_EVERY, DEFAULT_MAX_REFERENCE_BYTES
 from worker.drift import DriftMonitor
 from worker.errors import NoWorkerContextError
@@ -47,6 +48,8 @@ class WorkerContext:
         frame_root: the resolved folder inside which frames sent by reference are read
             (worker.references.frame_root); None: such frames get error rows.
         max_reference_bytes: largest file read for a frame sent by reference.
+        device_decoding: decodes and fits frames on the scoring device (worker.device_decoding);
+            None: on the host.
         drift: the recent deviations of the cameras this worker scores (drift alarms).
         shadows: runs the lines' shadow candidates after each batch (None: no shadow scoring).
         verdict_topic_prefix: topic prefix of the verdicts queued in the outbox with the rows;
@@ -66,6 +69,7 @@ class WorkerContext:
     decode_budget_bytes: int = DEFAULT_DECODE_BUDGET_MB * 2**20
     frame_root: Path | None = None
     max_reference_bytes: int = DEFAULT_MAX_REFERENCE_BYTES
+    device_decoding: DeviceDecoding | None = None
     verdict_topic_prefix: str | None = None
     shadows: ShadowScorer | None = None
     drift: DriftMonitor = field(default_factory=DriftMonitor)

@@ -28,3 +28,12 @@ DEFAULT_MAX_REFERENCE_BYTES = 64 * 2**20
 #: Megabytes of decoded frames (and their anomaly maps) a worker holds at once; a batch over it is
 #: decoded and scored a few frames at a time.
 DEFAULT_DECODE_BUDGET_MB = 512
+#: Where frames are decoded and fitted when the worker's device is CUDA and `--decode-on-device` is
+#: auto: on the device (nvJPEG), once measured per model against the host decoder (worker.device_decoding).
+DEFAULT_DECODE_ON_DEVICE = "auto"
+#: Largest difference of a raw score between a frame decoded on the device and on the host, as a share
+#: of the model's threshold, for the device's decoding to be trusted with that model. The scaling is the
+#: host's to one grey level (model.device_images), so what remains is the JPEG decoder's own rounding.
+DEVICE_DECODE_TOLERANCE = 0.02
+#: Frames whose scores are compared both ways, per model, before the device's decoding is trusted.
+DEVICE_DECODE_CHECK_FRAMES = 16

@@ -4,7 +4,8 @@
 1. fetches every frame's bytes from Redis in one round trip (a frame sent by reference: its file,
    read inside the worker's frame root, worker.references);
 2. decodes them a few at a time, within the worker's decode budget, each cut to MAX_FRAME_SIDE
-   pixels as soon as it is decoded; a frame that cannot be decoded, or whose bytes expired, gets an
+   pixels as soon as it is decoded (on the scoring device where the worker decodes there:
+   worker.device_decoding); a frame that cannot be decoded, or whose bytes expired, gets an
    error row (bytes missing before their expiry were lost with Redis: no row, the source's ledger
    recovers them);
 3. groups each chunk by the active model of their line (a line without one: error rows) and scores
@@ -28,16 +29,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import cv2
 import numpy as np
 
+import torch
+
+from model.device_images import decode_on_device, resize_on_device
 from model.errors import InvalidImageError
 from model.images import decode_image
-from model.scoring import InspectionModel
+from model.scoring import ImageScore, InspectionModel
 from store.errors import InvalidRecordError
 from store.records import InspectionRecord, recorded_frame_ids, write_inspections
 from store.schema import ERROR_VERDICT, FLAGGED_VERDICT, Inspection
@@ -52,6 +56,18 @@ from worker.references import read_reference
 from worker.verdict_outbox import verdict_outbox
 
 logger = logging.getLogger(__name__)
+
+#: A decoded frame on its way to scoring: its entry and its (H,W,3) uint8 RGB pixels on the host.
+Decoded = tuple[FrameEntry, np.ndarray]
+
+
+@dataclass
+class DeviceFrames:
+    """Frames of a chunk also decoded on the scoring device: frame id -> ((3,H,W) uint8 there, the
+    encoded bytes, kept to decode the frame on the host while the device's decoding is measured)."""
+
+    frames: dict[str, tuple[torch.Tensor, bytes]] = field(default_factory=dict)
+
 
 #: The verdict of a frame scored below its model's threshold.
 GOOD_VERDICT = "good"
@@ -105,11 +121,11 @@ def score_batch(context: WorkerContext, payload: dict[str, Any]) -> BatchOutcome
     fetched = _fetch(context, frames, started_at, records, outcome)
     # Decoded a few at a time: the frames held at once (and their anomaly maps) stay within the budget.
     shadow_verdicts = []
-    for images_by_line in _decoded_within_budget(context, fetched, started_at, records):
-        _score_chunk(context, images_by_line, started_at, records)
+    for images_by_line, on_device in _decoded_within_budget(context, fetched, started_at, records):
+        _score_chunk(context, images_by_line, on_device, started_at, records)
         if context.shadows is not None:
             shadow_verdicts += context.shadows.verdicts(images_by_line, records)
-        del images_by_line  # so that the next chunk is decoded without this one held
+        del images_by_line, on_device  # so that the next chunk is decoded without this one held
 
     outbox = verdict_outbox(records, context.verdict_topic_prefix)
     context.database_waiter.call(lambda: write_inspections(context.engine, records, outbox), f"writing {len(records)} rows")
@@ -215,31 +231,63 @@ def _fetch(
 
 def _decoded_within_budget(
     context: WorkerContext, fetched: list[tuple[FrameEntry, bytes]], started_at: datetime, records: list[InspectionRecord]
-) -> Iterator[dict[str, list[tuple[FrameEntry, np.ndarray]]]]:
+) -> Iterator[tuple[dict[str, list[Decoded]], DeviceFrames]]:
     """The fetched frames decoded, by line, in chunks whose frames and anomaly maps fit in the
     worker's decode budget (at least one frame a chunk). Each frame is cut to MAX_FRAME_SIDE as
     soon as it is decoded, so one full-size frame at most is held at full size. Frames that do not
-    decode get error rows in `records`."""
-    chunk: dict[str, list[tuple[FrameEntry, np.ndarray]]] = {}
+    decode get error rows in `records`. Where the worker decodes on its device, the frames are
+    decoded there (a batch at a time), and each chunk's DeviceFrames holds them; the host pixels are
+    then the device's, copied back (for drift, evidence and shadows)."""
+    chunk: dict[str, list[Decoded]] = {}
+    on_device = DeviceFrames()
     held = 0
-    for frame, blob in fetched:
-        try:
-            image = _fit_to_side(decode_image(blob, frame.label), MAX_FRAME_SIDE)
-        except InvalidImageError as error:
-            records.append(_error_record(frame, str(error), started_at, context.name))
-            continue
-        except Exception as error:  # noqa: BLE001 - whatever a decoder does with one frame stays with that frame
-            reason = f"{frame.label}: decoding failed ({type(error).__name__}: {error})"
-            records.append(_error_record(frame, reason, started_at, context.name))
-            continue
+    for frame, blob, image, device_image in _decoded(context, fetched, started_at, records):
         cost = image.nbytes * SCORING_BYTES_PER_IMAGE_BYTE
         if chunk and held + cost > context.decode_budget_bytes:
-            yield chunk
-            chunk, held = {}, 0
+            yield chunk, on_device
+            chunk, on_device, held = {}, DeviceFrames(), 0
         chunk.setdefault(frame.line, []).append((frame, image))
+        if device_image is not None:
+            on_device.frames[frame.frame_id] = (device_image, blob)
         held += cost
     if chunk:
-        yield chunk
+        yield chunk, on_device
+
+
+def _decoded(
+    context: WorkerContext, fetched: list[tuple[FrameEntry, bytes]], started_at: datetime, records: list[InspectionRecord]
+) -> Iterator[tuple[FrameEntry, bytes, np.ndarray, torch.Tensor | None]]:
+    """Each frame that decodes: (entry, bytes, host pixels, device pixels or None); the others get error rows."""
+    decoding = context.device_decoding
+    step = context.batch_size if decoding is not None else 1
+    for start in range(0, len(fetched), step):
+        part = fetched[start : start + step]
+        on_device = decode_on_device([b for _, b in part], [f.label for f, _ in part], decoding.device) if decoding is not None else [None] * len(part)
+        for (frame, blob), device_image in zip(part, on_device):
+            if isinstance(device_image, torch.Tensor):
+                device_image = _device_fit_to_side(device_image, MAX_FRAME_SIDE)
+                yield frame, blob, np.ascontiguousarray(device_image.permute(1, 2, 0).cpu().numpy()), device_image
+                continue
+            # Decoded on the host: no device decoding, or the device could not decode it (the host says whether it is bad).
+            try:
+                image = _fit_to_side(decode_image(blob, frame.label), MAX_FRAME_SIDE)
+            except InvalidImageError as error:
+                records.append(_error_record(frame, str(error), started_at, context.name))
+                continue
+            except Exception as error:  # noqa: BLE001 - whatever a decoder does with one frame stays with that frame
+                reason = f"{frame.label}: decoding failed ({type(error).__name__}: {error})"
+                records.append(_error_record(frame, reason, started_at, context.name))
+                continue
+            yield frame, blob, image, None
+
+
+def _device_fit_to_side(image: torch.Tensor, longest_side: int) -> torch.Tensor:
+    """(3,H,W) uint8 on a device, scaled down like `_fit_to_side` so that its longer side is at most `longest_side`."""
+    height, width = image.shape[1:]
+    if max(height, width) <= longest_side:
+        return image
+    scale = longest_side / max(height, width)
+    return resize_on_device(image, max(1, round(height * scale)), max(1, round(width * scale)))
 
 
 def _fit_to_side(image: np.ndarray, longest_side: int) -> np.ndarray:
@@ -254,14 +302,15 @@ def _fit_to_side(image: np.ndarray, longest_side: int) -> np.ndarray:
 
 def _score_chunk(
     context: WorkerContext,
-    images_by_line: dict[str, list[tuple[FrameEntry, np.ndarray]]],
+    images_by_line: dict[str, list[Decoded]],
+    on_device: DeviceFrames,
     started_at: datetime,
     records: list[InspectionRecord],
 ) -> None:
     """Score one chunk of decoded frames, by model, in forward passes of at most the batch size; rows into `records`."""
     for model, group in _group_by_model(context, images_by_line, started_at, records):
         for start in range(0, len(group), context.batch_size):
-            records += _score_group(context, model, group[start : start + context.batch_size], started_at)
+            records += _score_group(context, model, group[start : start + context.batch_size], on_device, started_at)
 
 
 def _group_by_model(
@@ -293,12 +342,13 @@ def _group_by_model(
 def _score_group(
     context: WorkerContext,
     model: InspectionModel,
-    group: Sequence[tuple[FrameEntry, np.ndarray]],
+    group: Sequence[Decoded],
+    on_device: DeviceFrames,
     started_at: datetime,
 ) -> list[InspectionRecord]:
     """Score `group` in one forward pass and keep the pictures the rows will point to."""
     clock = time.monotonic()
-    results = model.score_images([image for _, image in group])
+    group, results = _scored(context, model, group, on_device)
     observe_forward_pass(len(group), time.monotonic() - clock)
     records = []
     for (frame, image), result in zip(group, results):
@@ -323,6 +373,32 @@ def _score_group(
             )
         )
     return records
+
+
+def _scored(
+    context: WorkerContext, model: InspectionModel, group: Sequence[Decoded], on_device: DeviceFrames
+) -> tuple[Sequence[Decoded], list[ImageScore]]:
+    """The group's scores: from the frames decoded on the device where the worker decodes there and
+    trusts it for `model`; otherwise from the frames decoded again on the host (while the device's
+    decoding is measured for `model`, compared with the device's: worker.device_decoding), whose
+    pixels the rows then keep too."""
+    decoding = context.device_decoding
+    device_frames = [on_device.frames.get(frame.frame_id) for frame, _ in group]
+    if decoding is None or any(found is None for found in device_frames):
+        return group, model.score_images([image for _, image in group])
+    tensors = [tensor for tensor, _ in device_frames]
+    serves = decoding.serves(model)
+    if serves and decoding.trusted(model):
+        return group, model.score_decoded(tensors)
+    try:
+        host_group = [(frame, _fit_to_side(decode_image(blob, frame.label), MAX_FRAME_SIDE)) for (frame, _), (_, blob) in zip(group, device_frames)]
+    except Exception:  # noqa: BLE001 - a frame only the device decodes: scored as decoded there, not compared
+        logger.warning("a frame the device decoded does not decode on the host; its group is scored as the device decoded it")
+        return group, model.score_decoded(tensors) if serves else model.score_images([image for _, image in group])
+    host_results = model.score_images([image for _, image in host_group])
+    if serves and decoding.trusted(model) is None:
+        decoding.compare(model, host_results, model.score_decoded(tensors))
+    return host_group, host_results
 
 
 def _frame_record(frame: FrameEntry, started_at: datetime, worker: str, **outcome: Any) -> InspectionRecord:

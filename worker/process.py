@@ -27,6 +27,7 @@ from worker.context import WorkerContext, installed
 from worker.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DECODE_BUDGET_MB,
+    DEFAULT_DECODE_ON_DEVICE,
     DEFAULT_GOOD_SAMPLE_EVERY,
     DEFAULT_LEASE_S,
     DEFAULT_MAX_REFERENCE_BYTES,
@@ -35,6 +36,7 @@ from worker.defaults import (
     WORKER_TTL_MARGIN_S,
 )
 from worker.deadline import BatchDeadline
+from worker.device_decoding import DECODE_ON_DEVICE_CHOICES, DeviceDecoding, decodes_on_device
 from worker.leased import LeasedWorker
 from worker.model_cache import ModelCache, is_checkpoint_read_error
 from worker.references import frame_root
@@ -65,6 +67,7 @@ class WorkerOptions:
     verdict_topic_prefix: str | None = None  # None: no sink configured, no verdict queued
     frame_root: str | None = None  # None: frames sent by reference get error rows
     max_reference_bytes: int = DEFAULT_MAX_REFERENCE_BYTES
+    decode_on_device: str = DEFAULT_DECODE_ON_DEVICE  # auto: where the device is CUDA
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -83,6 +86,8 @@ class WorkerOptions:
             raise ValueError(f"--decode-budget-mb must be at least 1, got {self.decode_budget_mb}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {self.threads}")
+        if self.decode_on_device not in DECODE_ON_DEVICE_CHOICES:
+            raise ValueError(f"--decode-on-device must be one of {', '.join(DECODE_ON_DEVICE_CHOICES)}, got {self.decode_on_device!r}")
         if self.max_reference_bytes < 1:
             raise ValueError(f"the size limit of referenced frames must be at least 1 byte, got {self.max_reference_bytes}")
 
@@ -127,6 +132,7 @@ def run_worker(redis_url: str, database: str, artifacts_url: str, queue_name: st
         decode_budget_bytes=options.decode_budget_mb * 2**20,
         frame_root=root,
         max_reference_bytes=options.max_reference_bytes,
+        device_decoding=DeviceDecoding(device) if decodes_on_device(options.decode_on_device, device) else None,
         verdict_topic_prefix=options.verdict_topic_prefix,
         shadows=ShadowScorer(engine, device=str(device), precision=options.precision, refresh_s=options.model_refresh_s),
         redis_waiter=worker.redis_waiter,
@@ -134,8 +140,9 @@ def run_worker(redis_url: str, database: str, artifacts_url: str, queue_name: st
         checkpoint_waiter=OutageWaiter("the model's checkpoint", is_checkpoint_read_error, should_stop=lambda: worker.stop_requested),
     )
     logger.info(
-        "worker %s on queue %r: device %s, batch size %d, lease %d s, %s",
-        name, queue_name, device, options.batch_size, options.lease_s, "burst" if options.burst else "until stopped",
+        "worker %s on queue %r: device %s (decoding on %s), batch size %d, lease %d s, %s",
+        name, queue_name, device, "the host" if context.device_decoding is None else device, options.batch_size, options.lease_s,
+        "burst" if options.burst else "until stopped",
     )
     with installed(context), _signal_handlers_restored():
         try:

@@ -34,8 +34,8 @@ from model.recipe import Recipe  # noqa: E402
 from model.runtimes import OpenVinoMaps  # noqa: E402
 from model.scoring import InspectionModel, TeacherStudent  # noqa: E402
 from model.teacher import resolve_teacher_weights  # noqa: E402
+from lineguard.demo import SHARED_TEACHER_WEIGHTS  # noqa: E402
 
-TEACHER_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "vgg16_imagenet_features.pth"
 
 EXPORTS = (("onnx", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("onnx", "int8"), ("openvino", "int8"))
 
@@ -64,8 +64,8 @@ def untrained_checkpoint(path: Path) -> Path:
     recipe = Recipe(input_shape=(256, 256))
     network = TeacherStudent(recipe)
     source = "random:seed=0"
-    if TEACHER_WEIGHTS.is_file():
-        weights = resolve_teacher_weights(recipe.backbone, str(TEACHER_WEIGHTS))
+    if SHARED_TEACHER_WEIGHTS.is_file():
+        weights = resolve_teacher_weights(recipe.backbone, str(SHARED_TEACHER_WEIGHTS))
         network.teacher.load_weights(weights.state_dict, weights.source)
         source = weights.source
     save_checkpoint(path, network, fit_calibration(np.linspace(0.0, 1.0, MIN_CALIBRATION_IMAGES), 0.01), source, {"note": "untrained, for timing"})

@@ -36,6 +36,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--steps", type=int, help="optimiser steps (default 1000); bounds training time")
     train.add_argument("--batch-size", type=int)
+    train.add_argument(
+        "--unrelated-penalty",
+        type=float,
+        help="weight of a penalty on the student imitating the teacher on generated images unlike the part (default 0: off)",
+    )
+    train.add_argument(
+        "--hard-features", type=float, help="share of single features, the worst reproduced, the loss averages (default 1: all)"
+    )
     train.add_argument("--false-reject-rate", type=float, help="expected share of good parts flagged (default 0.01)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--precision", choices=["auto", "fp32", "bf16"])
@@ -125,6 +133,8 @@ def run_train(args: argparse.Namespace) -> int:
             {
                 "steps": "steps",
                 "batch_size": "batch_size",
+                "unrelated_penalty": "unrelated_penalty",
+                "hard_features": "hard_features",
                 "false_reject_rate": "false_reject_rate",
                 "precision": "precision",
                 "seed": "seed",

@@ -1,4 +1,5 @@
-"""Distillation loss and the per-position discrepancy it is built from."""
+"""Distillation loss, the per-position discrepancy it is built from, and the penalty that keeps the
+student from imitating the teacher on images unlike the part."""
 
 from __future__ import annotations
 
@@ -21,13 +22,53 @@ def discrepancy_map(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tenso
     return 1.0 - (teacher * student).sum(dim=1) / norms.clamp_min(NORM_EPSILON)
 
 
-def distillation_loss(teacher_maps: list[torch.Tensor], student_maps: list[torch.Tensor], hard_fraction: float = 1.0) -> torch.Tensor:
-    """Sum over scales of the mean squared distance of normalised features (2 - 2 cos per position),
-    over the `hard_fraction` of positions of the batch where it is largest (1.0: all of them)."""
+def feature_distances(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+    """(B,C,h,w) x2 -> (B,C,h,w) float32: per feature, the squared difference of the channel-normalised
+    vectors times C. Their mean over channels is 2 - 2 cos, the position's distance."""
+    teacher, student = teacher.float(), student.float()
+    unit_teacher = teacher / torch.linalg.vector_norm(teacher, dim=1, keepdim=True).clamp_min(NORM_EPSILON)
+    unit_student = student / torch.linalg.vector_norm(student, dim=1, keepdim=True).clamp_min(NORM_EPSILON)
+    return teacher.shape[1] * (unit_teacher - unit_student).square()
+
+
+def hardest_mean(values: torch.Tensor, share: float) -> torch.Tensor:
+    """Mean of the largest `share` of `values` (all of them at 1.0)."""
+    flat = values.flatten()
+    if share >= 1.0:
+        return flat.mean()
+    return flat.topk(max(1, int(flat.numel() * share))).values.mean()
+
+
+def distillation_loss(
+    teacher_maps: list[torch.Tensor], student_maps: list[torch.Tensor], hard_fraction: float = 1.0, hard_features: float = 1.0
+) -> torch.Tensor:
+    """Sum over scales of the mean squared distance of normalised features (2 - 2 cos per position).
+
+    `hard_fraction` < 1 averages only that share of the batch's positions where the distance is
+    largest. `hard_features` < 1 is EfficientAD's hard-feature loss: it averages only that share of
+    the batch's single features (channel x position), the worst reproduced, so a position counts
+    through its hardest features and not its many easy ones (in units of `feature_distances`, so
+    that 1.0 is the plain loss). Use one or the other.
+    """
     total = 0.0
     for t, s in zip(teacher_maps, student_maps):
-        distances = 2.0 * discrepancy_map(t, s).flatten()
-        if hard_fraction < 1.0:
-            distances = distances.topk(max(1, int(distances.numel() * hard_fraction))).values
-        total = total + distances.mean()
+        if hard_features < 1.0:
+            total = total + hardest_mean(feature_distances(t, s), hard_features)
+        else:
+            total = total + hardest_mean(2.0 * discrepancy_map(t, s), hard_fraction)
+    return total
+
+
+def imitation_penalty(teacher_maps: list[torch.Tensor], student_maps: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over scales of the mean cosine of student and teacher, where positive, on images unlike
+    the part: 0 when the student does not reproduce the teacher there, 1 per scale when it does.
+
+    EfficientAD penalises its student's outputs on ImageNet images so that it cannot learn to
+    reproduce the teacher everywhere, anomalies included. Its penalty shrinks the outputs; our
+    maps compare directions (1 - cos), where size is invisible, so ours is on the direction.
+    Negative cosines are not rewarded: unlike is enough, opposite is not asked for.
+    """
+    total = 0.0
+    for t, s in zip(teacher_maps, student_maps):
+        total = total + (1.0 - discrepancy_map(t, s)).clamp_min(0.0).mean()
     return total

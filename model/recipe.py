@@ -103,6 +103,20 @@ class TrainingSettings(BaseModel):
     hard_fraction: float = Field(
         1.0, gt=0.0, le=1.0, description="share of a batch's positions, the worst reproduced, that the loss averages"
     )
+    hard_features: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="share of a batch's single features (channel x position), the worst reproduced, that the loss averages "
+        "(EfficientAD's hard-feature loss keeps 0.001); 1.0: all. Not with hard_fraction",
+    )
+    unrelated_penalty: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="weight of the penalty on the student reproducing the teacher on generated images unlike the part "
+        "(model.synthetic.unrelated_image; EfficientAD's penalty, weight 1 there); 0: none",
+    )
     feature_reuse: int = Field(
         4, ge=1, le=64, description="passes of the student over each round of teacher features; 1: fresh features every step"
     )
@@ -117,3 +131,9 @@ class TrainingSettings(BaseModel):
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 where the device supports it")
+
+    @model_validator(mode="after")
+    def _one_hard_loss(self) -> "TrainingSettings":
+        if self.hard_fraction < 1.0 and self.hard_features < 1.0:
+            raise ValueError("hard_fraction (positions) and hard_features (single features) are two hard losses: set one")
+        return self

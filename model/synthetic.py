@@ -11,6 +11,9 @@ Five kinds of product, each drawn from the given seed:
 - `tile`: a gray texture in images of varied sizes (110-620 px wide, 235-390 high) under six
   lightings, with faint cracks, blowholes and broken corners.
 Good parts vary a little in position and lighting, as they would under a line camera.
+
+`unrelated_image` draws images of no product at all (random textures and shapes): what training
+shows the student so that it learns not to reproduce the teacher on what is unlike the part.
 """
 
 from __future__ import annotations
@@ -354,6 +357,44 @@ def add_tile_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> t
         cv2.fillPoly(mask, [triangle], 1)
         out[mask.astype(bool)] = 25.0
     return np.clip(out, 0, 255).astype(np.uint8), mask.astype(bool)
+
+
+# Shapes drawn on an unrelated image, at most.
+UNRELATED_MAX_SHAPES = 24
+
+
+def unrelated_image(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """(height,width,3) uint8 RGB image of no product: a coloured noise texture of a random grain
+    size under random filled and outlined ellipses, boxes, lines and polygons of random colours."""
+    height, width = shape
+    grain = rng.uniform(1.0, 24.0)
+    noise = cv2.GaussianBlur(rng.normal(0, 1, (height, width, 3)).astype(np.float32), (0, 0), grain)
+    noise /= noise.std() + 1e-6
+    image = rng.uniform(0, 255, 3) + rng.uniform(5, 60) * noise
+    image = np.ascontiguousarray(np.clip(image, 0, 255).astype(np.uint8))
+    side = min(height, width)
+    for _ in range(int(rng.integers(0, UNRELATED_MAX_SHAPES + 1))):
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        thickness = -1 if rng.random() < 0.5 else int(rng.integers(1, max(2, side // 32)))
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        extent = rng.uniform(0.02, 0.3) * side
+        kind = rng.integers(4)
+        if kind == 0:
+            axes = (max(1, int(extent)), max(1, int(extent * rng.uniform(0.2, 1.0))))
+            cv2.ellipse(image, centre, axes, rng.uniform(0, 180), 0, 360, colour, thickness, cv2.LINE_AA)
+        elif kind == 1:
+            corner = (int(centre[0] + extent * rng.uniform(-1, 1)), int(centre[1] + extent * rng.uniform(-1, 1)))
+            cv2.rectangle(image, centre, corner, colour, thickness)
+        elif kind == 2:
+            end = (int(centre[0] + extent * rng.uniform(-2, 2)), int(centre[1] + extent * rng.uniform(-2, 2)))
+            cv2.line(image, centre, end, colour, max(1, thickness), cv2.LINE_AA)
+        else:
+            points = (np.array(centre) + rng.uniform(-extent, extent, (int(rng.integers(3, 7)), 2))).astype(np.int32)
+            if thickness < 0:
+                cv2.fillPoly(image, [points], colour, cv2.LINE_AA)
+            else:
+                cv2.polylines(image, [points], True, colour, thickness, cv2.LINE_AA)
+    return image
 
 
 def part_generators(kind: str, size: int) -> tuple[Callable[[np.random.Generator], np.ndarray], Callable]:

@@ -29,9 +29,10 @@ from model.lighting import as_seen
 from model.images import list_images, read_image, read_image_shape
 from model import tiling
 from model.global_branch import HIGH_QUANTILE, LOW_QUANTILE
-from model.loss import discrepancy_map, distillation_loss
+from model.loss import discrepancy_map, distillation_loss, imitation_penalty
 from model.recipe import Recipe, TrainingSettings
 from model.scoring import InspectionModel, TeacherStudent
+from model.synthetic import unrelated_image
 from model.teacher import resolve_teacher_weights
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ SCALE_STATISTICS_IMAGES = 64
 # quantiles that bring local and global maps to one scale: this share, within these bounds.
 MAP_NORMALISATION_FRACTION = 0.08
 MAP_NORMALISATION_IMAGES = (8, 32)
+# With the unrelated-image penalty, a step also shows the student this many unrelated images per
+# image of its batch (EfficientAD shows one ImageNet image per training image; half saves time here).
+UNRELATED_PER_IMAGE = 0.5
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,14 @@ def views_per_round(network: TeacherStudent, settings: TrainingSettings) -> int:
     height, width = network.recipe.input_shape
     positions = [(height // stride) * (width // stride) for stride in network.teacher.tap_strides]
     bytes_per_view = 2 * sum(c * p for c, p in zip(network.teacher.channels, positions))
+    # The unrelated images' features share the round's memory.
+    bytes_per_view *= 1.0 + (UNRELATED_PER_IMAGE if settings.unrelated_penalty > 0 else 0.0)
     return max(settings.batch_size, min(needed, int(settings.feature_memory_mb * 2**20 // bytes_per_view)))
+
+
+def unrelated_batch_size(settings: TrainingSettings) -> int:
+    """Unrelated images a step shows beside its batch of good views (0 without the penalty)."""
+    return max(1, round(settings.batch_size * UNRELATED_PER_IMAGE)) if settings.unrelated_penalty > 0 else 0
 
 
 def teacher_features(
@@ -201,7 +212,9 @@ def train_student(
     (as many as `feature_memory_mb` holds), then the student trains on them for `feature_reuse`
     shuffled passes. The teacher's forward pass is two fifths of a step's work on a CPU, so reusing
     each view's features cuts training time while memory stays fixed whatever the data size.
-    Returns the loss of every step.
+    With `unrelated_penalty`, each round also draws generated images unlike the part
+    (`model.synthetic.unrelated_image`), and each step adds the weighted `imitation_penalty` of a
+    few of them. Returns the loss of every step.
     """
     student = network.student.train()
     autoencoder = network.autoencoder.train() if network.autoencoder is not None else None
@@ -210,6 +223,8 @@ def train_student(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.steps)
     cycle = ImageCycle(len(images), rng)
     round_views = views_per_round(network, settings)
+    per_step_unrelated = unrelated_batch_size(settings)
+    round_unrelated = -(-round_views * per_step_unrelated // settings.batch_size)
     losses: list[float] = []
     bar = tqdm(total=settings.steps, desc="training", unit="step", disable=not progress)
     while len(losses) < settings.steps:
@@ -217,15 +232,24 @@ def train_student(
         features = teacher_features(network, views, settings.batch_size, device, precision)
         round_steps = min(settings.steps - len(losses), max(1, round_views * settings.feature_reuse // settings.batch_size))
         order = np.concatenate([rng.permutation(round_views) for _ in range(settings.feature_reuse + 1)])
+        if per_step_unrelated:
+            unrelated = np.stack([unrelated_image(network.recipe.input_shape, rng) for _ in range(round_unrelated)])
+            unrelated_features = teacher_features(network, unrelated, settings.batch_size, device, precision)
+            unrelated_order = np.concatenate([rng.permutation(round_unrelated) for _ in range(settings.feature_reuse + 1)])
         for step in range(round_steps):
             chosen = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             targets = [f[torch.from_numpy(chosen).to(f.device)] for f in features]
             inputs = to_network_input(list(views[chosen]), device)
             with autocast(device, precision):
                 predictions, global_prediction = student.predictions(inputs)
-                loss = distillation_loss(targets, predictions, settings.hard_fraction)
+                loss = distillation_loss(targets, predictions, settings.hard_fraction, settings.hard_features)
                 if autoencoder is not None:
                     loss = loss + global_branch_loss(targets[-1], autoencoder(inputs), global_prediction)
+                if per_step_unrelated:
+                    picked = unrelated_order[step * per_step_unrelated : (step + 1) * per_step_unrelated]
+                    loss = loss + settings.unrelated_penalty * unrelated_penalty_term(
+                        student, [f[torch.from_numpy(picked).to(f.device)] for f in unrelated_features], unrelated[picked], device
+                    )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -236,6 +260,17 @@ def train_student(
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
     bar.close()
     return losses
+
+
+def unrelated_penalty_term(student, teacher_maps: list[torch.Tensor], images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The student's `imitation_penalty` on unrelated images. Their pass runs with BatchNorm in
+    eval mode: its running statistics are those of good parts, which scoring uses, and must not
+    be mixed with those of images no line will show."""
+    student.eval()
+    try:
+        return imitation_penalty(teacher_maps, student(to_network_input(list(images), device)))
+    finally:
+        student.train()
 
 
 def global_branch_loss(teacher_deepest: torch.Tensor, reconstruction: torch.Tensor, global_prediction: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from model.errors import TeacherWeightsError
-from model.loss import discrepancy_map, distillation_loss
+from model.loss import discrepancy_map, distillation_loss, feature_distances, imitation_penalty
 from model.student import ResidualAttention, Student
 from model.teacher import TEACHER_WEIGHTS_ENV, Teacher, fingerprint, resolve_teacher_weights, tap_indices
 
@@ -136,3 +136,28 @@ def test_hard_loss_averages_only_the_worst_reproduced_positions():
     worst_tenth = distances.sort(descending=True).values[:20].mean()
     assert distillation_loss(teacher, student, hard_fraction=0.1) == pytest.approx(float(worst_tenth), rel=1e-6)
     assert distillation_loss(teacher, student) == pytest.approx(float(distances.mean()), rel=1e-6)
+
+
+def test_hard_feature_loss_averages_only_the_worst_reproduced_single_features():
+    torch.manual_seed(0)
+    teacher, student = [torch.randn(2, 8, 10, 10)], [torch.randn(2, 8, 10, 10)]
+    features = feature_distances(teacher[0], student[0])
+    # Per position, the features' mean is the plain loss's distance, 2 - 2 cos.
+    assert torch.allclose(features.mean(dim=1), 2.0 * discrepancy_map(teacher[0], student[0]), atol=1e-5)
+    worst = features.flatten().sort(descending=True).values[:16].mean()
+    assert distillation_loss(teacher, student, hard_features=0.01) == pytest.approx(float(worst), rel=1e-6)
+    # The hardest features are not the hardest positions: the two losses differ.
+    assert distillation_loss(teacher, student, hard_features=0.01) != pytest.approx(
+        float(distillation_loss(teacher, student, hard_fraction=0.01)), rel=0.01
+    )
+    assert distillation_loss(teacher, student, hard_features=1.0) == pytest.approx(float(distillation_loss(teacher, student)), rel=1e-6)
+
+
+def test_imitation_penalty_is_one_per_scale_for_a_copy_and_zero_for_the_unlike():
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 8, 6, 6), torch.randn(2, 16, 3, 3)]
+    assert imitation_penalty(teacher, [t * 3.0 for t in teacher]) == pytest.approx(2.0, rel=1e-5)
+    # Opposite features are as unlike as orthogonal ones: nothing is asked beyond cos <= 0.
+    assert imitation_penalty(teacher, [-t for t in teacher]) == pytest.approx(0.0, abs=1e-6)
+    halfway = imitation_penalty(teacher, [torch.randn_like(t) for t in teacher])
+    assert 0.05 < float(halfway) < 1.0

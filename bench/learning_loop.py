@@ -9,10 +9,13 @@ model, stored as the worker stores them (rows, pictures of flagged parts and of 
 
 - the original model;
 - after `models recalibrate` on the past half (same weights, threshold from the line's parts);
-- after `models retrain` (original images + the past half's false alarms and kept passed pictures).
+- after `models retrain` (original images + the past half's false alarms and kept passed pictures;
+  its threshold from the line pictures it did not train on).
 
 For each it prints the false-reject rate and defect recall on the second half, and the reviews it
-needed. Trainings are short proxies (`--steps`); run it under the training lock:
+needed; and, whatever the threshold, how well its scores separate good from defective parts (image
+AUROC, and the recall of the best threshold for the stated rate), also for the original on the same
+views under the training folder's light: what the line's light costs. Trainings are short proxies (`--steps`); run it under the training lock:
 
     flock /tmp/lineguard-train.lock .venv/bin/python bench/learning_loop.py --out runs/learning
 """

@@ -282,3 +282,17 @@ def test_the_penalty_keeps_the_student_from_imitating_the_teacher_on_unrelated_i
     # for the direction, relative to good parts: about 0.45 penalised against 0.64 plain on this CPU.
     assert penalised_unrelated / penalised_good < 0.8 * plain_unrelated / plain_good
     assert penalised_good > 0.8 * plain_good
+
+
+def test_colour_jitter_relights_training_views_within_its_bounds_and_only_when_asked():
+    """A lamp's drift: each channel scaled by an exposure gain times its own gain, both in 1 ± jitter;
+    with the default (0) a training view is the camera augmentation alone, drawn as before."""
+    from model.augment import augmented_view
+    from model.training import training_view
+
+    image = np.full((32, 32, 3), 100, np.uint8)
+    relit_means = np.array([training_view(image, Recipe(image_size=32, colour_jitter=0.2), np.random.default_rng(seed)).mean(axis=(0, 1)) for seed in range(40)])
+    assert relit_means.min() >= 100 * 0.8 * 0.8 - 8 - 1 and relit_means.max() <= 100 * 1.2 * 1.2 + 8 + 1  # the camera's offset is ±8
+    assert np.ptp(relit_means[:, 0] - relit_means[:, 2]) > 10  # channels change apart: white balance, not only exposure
+    plain = training_view(image, Recipe(image_size=32), np.random.default_rng(3))
+    assert np.array_equal(plain, augmented_view(image, np.random.default_rng(3)))

@@ -47,6 +47,9 @@ from worker.leased import LeasedWorker, LoopState
 from worker.process import WorkerOptions, run_worker
 
 LEASE_S = 3
+#: Longest wait for a worker process to register: a bound for a worker that never starts, not a speed
+#: (two workers at nice 15 on a 2-core machine at load 7 took over 60 s to import torch and start).
+WORKER_START_S = 300
 
 
 def good_parts_queued(redis, seed: int, count: int, batch_size: int) -> list[Frame]:  # noqa: ANN001 - the test Redis
@@ -69,6 +72,7 @@ def scoring_store(sqlite_line_settings, small_checkpoint) -> Iterator[Engine]:  
 
 def test_two_workers_share_the_load_and_stop_cleanly(line_redis, line_settings, small_checkpoint, tmp_path):  # noqa: F811
     engine = make_engine(line_settings.database_url)
+    workers = []
     try:
         redis = line_redis
         assert main(["db", "upgrade"]) == 0
@@ -78,7 +82,7 @@ def test_two_workers_share_the_load_and_stop_cleanly(line_redis, line_settings, 
             for name in ("worker-a", "worker-b")
         ]
         queue = make_queue(redis, QUEUE)
-        wait_until(lambda: SimpleWorker.count(queue=queue) == 2, 60, "both workers to register")
+        wait_until(lambda: SimpleWorker.count(queue=queue) == 2, WORKER_START_S, "both workers to register")
         rng = np.random.default_rng(20)
         frames = [make_frame(png(make_part(rng, defective=i % 4 == 0)), f"part-{i}") for i in range(24)]
         publish(redis, frames, batch_size=2)
@@ -93,11 +97,14 @@ def test_two_workers_share_the_load_and_stop_cleanly(line_redis, line_settings, 
         assert queue.failed_job_registry.count == 0 and queue.count == 0
         assert not redis.keys(FRAME_KEY_PREFIX + "*")
     finally:
+        for worker in workers:  # a worker left running would take the next tests' jobs
+            stop(worker, signal.SIGKILL)
         engine.dispose()
 
 
 def test_a_sigkilled_worker_loses_nothing_and_its_batch_is_retried_once(line_redis, line_settings, small_checkpoint, tmp_path):  # noqa: F811
     engine = make_engine(line_settings.database_url)
+    victim = None
     try:
         assert main(["db", "upgrade"]) == 0
         register_checkpoint(engine, small_checkpoint)
@@ -106,7 +113,7 @@ def test_a_sigkilled_worker_loses_nothing_and_its_batch_is_retried_once(line_red
             log_path=tmp_path / "victim.log",
         )
         queue = make_queue(line_redis, QUEUE)
-        wait_until(lambda: SimpleWorker.count(queue=queue) == 1, 60, "the worker to register")
+        wait_until(lambda: SimpleWorker.count(queue=queue) == 1, WORKER_START_S, "the worker to register")
         rng = np.random.default_rng(21)
         frames = [make_frame(png(make_part(rng, defective=i % 5 == 0)), f"part-{i}") for i in range(48)]
         publish(line_redis, frames, batch_size=len(frames))
@@ -137,6 +144,8 @@ def test_a_sigkilled_worker_loses_nothing_and_its_batch_is_retried_once(line_red
         assert queue.failed_job_registry.count == 0 and started.get_job_ids(cleanup=False) == []
         assert not line_redis.keys(FRAME_KEY_PREFIX + "*")
     finally:
+        if victim is not None:
+            stop(victim, signal.SIGKILL)
         engine.dispose()
 
 
@@ -340,7 +349,7 @@ def test_a_checkpoint_that_fails_to_read_is_waited_out_not_recorded_as_errors(li
                 stdout=output, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
             )
         try:
-            wait_until(lambda: "the model's checkpoint is unreachable" in log.read_text(), 60, "the worker to wait for the checkpoint")
+            wait_until(lambda: "the model's checkpoint is unreachable" in log.read_text(), WORKER_START_S, "the worker to wait for the checkpoint")
             assert row_count(engine) == 0
             checkpoint.chmod(0o644)
             assert worker.wait(timeout=60) == 0

@@ -3,7 +3,8 @@ across jobs, a refusal of every job that is not ours, and a work loop that waits
 
 rq's own loop quits on the first Redis error it does not expect, and its job handling spends a
 job's retries on any exception, so this class runs its own loop around rq's pieces (which is why
-the `rq` requirement is pinned to the minor version whose internals it uses):
+the `rq` requirement is pinned to the minor version whose internals it uses: `_shutdown`,
+`_stop_requested`, `_finalize_success`, `_finalize_failure` and `_pubsub_exception_handler`):
 
 - **Only our job runs.** `execute_job` checks the job against `wire.protocol` before rq resolves
   anything a job names; any other job is deleted, logged and counted, and the worker goes on.

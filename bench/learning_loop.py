@@ -9,10 +9,13 @@ model, stored as the worker stores them (rows, pictures of flagged parts and of 
 
 - the original model;
 - after `models recalibrate` on the past half (same weights, threshold from the line's parts);
-- after `models retrain` (original images + the past half's false alarms and kept passed pictures).
+- after `models retrain` (original images + the past half's false alarms and kept passed pictures;
+  its threshold from the line pictures it did not train on).
 
 For each it prints the false-reject rate and defect recall on the second half, and the reviews it
-needed. Trainings are short proxies (`--steps`); run it under the training lock:
+needed; and, whatever the threshold, how well its scores separate good from defective parts (image
+AUROC, and the recall of the best threshold for the stated rate), also for the original on the same
+views under the training folder's light: what the line's light costs. Trainings are short proxies (`--steps`); run it under the training lock:
 
     flock /tmp/lineguard-train.lock .venv/bin/python bench/learning_loop.py --out runs/learning
 """
@@ -32,8 +35,9 @@ from lineguard.recalibration import plan_recalibration
 from lineguard.registration import register_checkpoint
 from lineguard.retraining import gather_training_data, retrain
 from model.augment import augmented_view
-from model.checkpoint import load_checkpoint
+from model.checkpoint import load_checkpoint, read_checkpoint
 from model.images import list_images, read_image
+from model.metrics import image_auroc
 from model.recipe import Recipe, TrainingSettings
 from model.training import train
 from store.artifacts import open_artifact_store
@@ -56,8 +60,9 @@ def line_light(image: np.ndarray) -> np.ndarray:
     return np.clip(image.astype(np.float32) * gains, 0, 255).astype(np.uint8)
 
 
-def line_parts(views_good: int, views_defective: int, seed: int) -> list[tuple[str, bool, np.ndarray]]:
-    """(frame id, is defective, image) of the parts the line sends, shuffled."""
+def line_parts(views_good: int, views_defective: int, seed: int) -> list[tuple[str, bool, np.ndarray, np.ndarray]]:
+    """(frame id, is defective, image under the line's light, the same view under the training
+    folder's light) of the parts the line sends, shuffled."""
     rng = np.random.default_rng(seed)
     parts = []
     for folder, defective, views in ((DEV_SET / "test" / "good", False, views_good), (DEV_SET / "test" / "defective", True, views_defective)):
@@ -65,7 +70,8 @@ def line_parts(views_good: int, views_defective: int, seed: int) -> list[tuple[s
             base = cv2.resize(read_image(path), (LINE_SIDE, LINE_SIDE), interpolation=cv2.INTER_AREA)
             for view in range(views):
                 kind = "defect" if defective else "good"
-                parts.append((f"{kind}-{path.stem}-{view}", defective, line_light(augmented_view(base, rng))))
+                view_image = augmented_view(base, rng)
+                parts.append((f"{kind}-{path.stem}-{view}", defective, line_light(view_image), view_image))
     order = rng.permutation(len(parts))
     return [parts[i] for i in order]
 
@@ -75,6 +81,15 @@ def score(model, images: list[np.ndarray]) -> list:  # noqa: ANN001 - Inspection
     for start in range(0, len(images), 8):
         results += model.score_images(images[start : start + 8])
     return results
+
+
+def separation(results: list, truth: list[bool], rate: float) -> tuple[float, float]:  # noqa: ANN001 - ImageResult
+    """How well the raw scores separate defective from good parts, whatever the threshold: image
+    AUROC, and the recall of the best threshold for `rate` (the one flagging that share of these
+    very good parts, which no line can know in advance)."""
+    scores, truth_array = np.array([result.raw_score for result in results]), np.array(truth)
+    best = np.quantile(scores[~truth_array], 1.0 - rate, method="higher")
+    return image_auroc(truth_array, scores), float((scores[truth_array] > best).mean())
 
 
 def rates(flags: list[bool], truth: list[bool]) -> tuple[float, float]:
@@ -94,6 +109,10 @@ def main() -> None:
         "--lighting", choices=["as_captured", "levelled"], default="as_captured",
         help="the recipe's lighting (levelled: each image divided by its own illumination; model/lighting.py)",
     )
+    parser.add_argument(
+        "--colour-jitter", type=float, default=0.0,
+        help="the recipe's colour_jitter: training views relit, exposure and channel gains from 1 ± this (default 0: off)",
+    )
     parser.add_argument("--views-good", type=int, default=50, help="views of each of the 12 unseen good parts (default 50: 600 parts)")
     parser.add_argument("--views-defective", type=int, default=4, help="views of each of the 30 defective parts (default 4: 120 parts)")
     parser.add_argument("--good-sample-every", type=int, default=50, help="passed parts keep their picture one in N, as the worker (default 50)")
@@ -106,7 +125,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     settings = TrainingSettings(steps=args.steps, device=args.device, seed=args.seed)
-    recipe = Recipe(image_size=args.image_size, lighting=args.lighting)
+    recipe = Recipe(image_size=args.image_size, lighting=args.lighting, colour_jitter=args.colour_jitter)
 
     original_path = args.model
     if original_path is None:
@@ -123,13 +142,13 @@ def main() -> None:
     parts = line_parts(args.views_good, args.views_defective, args.seed)
     half = len(parts) // 2
     past, future = parts[:half], parts[half:]
-    print(f"line parts: {len(past)} past ({sum(d for _, d, _ in past)} defective), {len(future)} to measure ({sum(d for _, d, _ in future)} defective)")
+    print(f"line parts: {len(past)} past ({sum(d for _, d, *_ in past)} defective), {len(future)} to measure ({sum(d for _, d, *_ in future)} defective)")
 
-    past_results = score(original, [image for _, _, image in past])
+    past_results = score(original, [image for _, _, image, _ in past])
     now = datetime.now(UTC)
     records = []
     good_samples = GoodSample(args.good_sample_every)
-    for (frame_id, _, image), result in zip(past, past_results):
+    for (frame_id, _, image, _), result in zip(past, past_results):
         image_key = None
         if result.is_anomaly or good_samples.keeps(LINE, "cam-1"):
             image_key, _ = save_evidence(artifacts, evidence_keys(LINE, "cam-1", now, frame_id), image, result, original)
@@ -142,20 +161,25 @@ def main() -> None:
             )
         )
     write_inspections(engine, records)
-    flagged = [(frame_id, defective) for (frame_id, defective, _), result in zip(past, past_results) if result.is_anomaly]
+    flagged = [(frame_id, defective) for (frame_id, defective, *_), result in zip(past, past_results) if result.is_anomaly]
     for verdict, wanted in (("confirmed", True), ("false_alarm", False)):
         chosen = [frame_id for frame_id, defective in flagged if defective == wanted]
         if chosen:
             save_frame_reviews(engine, chosen, verdict, None, "bench")
     reviews = len(flagged)
 
-    truth = [defective for _, defective, _ in future]
-    future_results = score(original, [image for _, _, image in future])
-    rows = [("original", original.calibration.false_reject_rate, *rates([r.is_anomaly for r in future_results], truth), 0)]
+    truth = [defective for _, defective, *_ in future]
+    future_results = score(original, [image for _, _, image, _ in future])
+    stated = original.calibration.false_reject_rate
+    original_separation = separation(future_results, truth, stated)
+    training_light = separation(score(original, [image for *_, image in future]), truth, stated)
+    rows = [("original", stated, *rates([r.is_anomaly for r in future_results], truth), *original_separation, 0)]
 
     plan = plan_recalibration(engine, LINE)
     threshold = plan.calibration.threshold
-    rows.append(("recalibrated", plan.calibration.false_reject_rate, *rates([r.raw_score > threshold for r in future_results], truth), reviews))
+    rows.append(
+        ("recalibrated", plan.calibration.false_reject_rate, *rates([r.raw_score > threshold for r in future_results], truth), *original_separation, reviews)
+    )
     print(
         f"recalibration on {plan.parts} past parts ({plan.false_alarms} reviewed false alarms): threshold "
         f"{original.calibration.threshold:.4g} -> {threshold:.4g}"
@@ -163,16 +187,30 @@ def main() -> None:
 
     base = active_model_info(engine, LINE)
     data = gather_training_data(engine, artifacts, base, LINE, args.out / "candidate.data", DEV_SET)
-    print(f"retraining on {data.original_images} original images, {data.false_alarms} false alarms, {data.passed_parts} passed pictures")
+    print(
+        f"retraining on {data.original_images} original images, {data.false_alarms} false alarms, {data.passed_parts} passed pictures; "
+        f"{data.calibration_parts} line pictures held out for its threshold"
+    )
     result = retrain(engine, base, data, args.out / "candidate.pt", settings)
     candidate = load_checkpoint(result.checkpoint, device=args.device)
+    candidate_training = read_checkpoint(result.checkpoint)["training_data"]
+    print(
+        f"candidate's threshold {candidate.calibration.threshold:.4g} from {candidate.calibration.n_images} images: "
+        + (f"{candidate_training['recalibration']['parts']} line pictures it never trained on" if "recalibration" in candidate_training else "held out of its training folder")
+    )
+    candidate_results = score(candidate, [image for _, _, image, _ in future])
     rows.append(
-        ("retrained", candidate.calibration.false_reject_rate, *rates([r.is_anomaly for r in score(candidate, [image for _, _, image in future])], truth), reviews)
+        ("retrained", candidate.calibration.false_reject_rate, *rates([r.is_anomaly for r in candidate_results], truth),
+         *separation(candidate_results, truth, stated), reviews)
     )
 
-    print(f"\n{'model':14}{'stated FRR':>12}{'measured FRR':>14}{'defect recall':>15}{'reviews':>9}")
-    for name, stated, false_rejects, recall, needed in rows:
-        print(f"{name:14}{stated:>12.1%}{false_rejects:>14.1%}{recall:>15.1%}{needed:>9}")
+    print(f"\n{'model':14}{'stated FRR':>12}{'measured FRR':>14}{'defect recall':>15}{'AUROC':>8}{'best recall':>13}{'reviews':>9}")
+    for name, stated_rate, false_rejects, recall, area, best_recall, needed in rows:
+        print(f"{name:14}{stated_rate:>12.1%}{false_rejects:>14.1%}{recall:>15.1%}{area:>8.3f}{best_recall:>13.1%}{needed:>9}")
+    print(
+        f"best recall: at the threshold that flags the stated share of these good parts. The original on the same "
+        f"parts under the training folder's light: AUROC {training_light[0]:.3f}, best recall {training_light[1]:.1%}"
+    )
     print(f"\n{time.monotonic() - started:.0f} s in all")
     engine.dispose()
 

@@ -1,8 +1,12 @@
 """Comparing a candidate model with a line's active one on the line's own stored pictures
 (`lineguard models compare`), before anyone promotes it.
 
-Both models score the same parts: every reviewed part whose picture was kept, and the most recent
-passed parts whose picture was kept (a sample, one in 50 by default: worker.evidence). What a part
+Both models judge the same parts: every reviewed part whose picture was kept, and the most recent
+passed parts whose picture was kept (a sample, one in 50 by default: worker.evidence). The candidate
+scores the stored pictures (JPEG). The active model's verdict on a part is the one the line got
+live, from the frame itself: the stored raw score against the active threshold, which holds for
+parts scored by the active weights or any recalibration of them. Only parts that older weights
+scored are rescored from their pictures, and a few pictures are scored besides to time it. What a part
 truly is comes from people: reviewed as a defect, or as a false alarm; an unreviewed passed part
 counts as good (a missed defect among them is unknown to the line too). Unreviewed flagged parts
 are scored and their verdict changes listed, but they count neither way.
@@ -16,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from model.checkpoint import load_checkpoint
+from model.checkpoint import load_checkpoint, weights_version
 from model.images import decode_image
 from model.scoring import InspectionModel
 from store.artifacts import ArtifactStore
@@ -28,6 +32,8 @@ from store.schema import CONFIRMED_REVIEW, FLAGGED_VERDICT
 #: Recent passed parts (with a kept picture) scored besides the reviewed ones, unless told otherwise.
 DEFAULT_RECENT_PASSED = 200
 _SCORING_BATCH = 16
+#: Stored pictures the active model scores only to time it, when every verdict of it is the live one.
+_TIMING_FRAMES = 16
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class Comparison:
     candidate: ModelFigures
     parts: int
     unreadable: list[str]
+    # Parts whose active verdict is the live one (the rest were rescored from their pictures).
+    active_live: int
     # frame id -> what the part is ("defect", "good", "unreviewed flag"), per direction of change.
     now_flagged: dict[str, str] = field(default_factory=dict)
     now_passed: dict[str, str] = field(default_factory=dict)
@@ -78,7 +86,7 @@ def compare_models(
     recent_passed: int = DEFAULT_RECENT_PASSED,
 ) -> Comparison:
     """Score `line`'s reviewed and recent passed parts with its active model and the candidate."""
-    active_version = active_model_info(engine, line).version
+    active = active_model_info(engine, line)
     parts = _parts_to_compare(engine, line, recent_passed)
     if not parts:
         raise ValueError(f"line {line} has no reviewed or passed parts with a kept picture to compare on")
@@ -90,11 +98,18 @@ def compare_models(
             unreadable.append(f"{part.frame_id} ({error})")
     scored = [part for part in parts if part.frame_id in images]
     truth = {part.frame_id: _truth(part) for part in scored}
+    threshold = float(active.calibration["threshold"])
+    active_weights = weights_version(active.version)
+    live = {part.frame_id: part.raw_score > threshold for part in scored if weights_version(part.model_version) == active_weights}
+    rescored = [part for part in scored if part.frame_id not in live]
     flags, figures = {}, {}
-    for role, version in (("active", active_version), ("candidate", candidate_version)):
+    for role, version, judged in (("active", active.version, rescored or scored[:_TIMING_FRAMES]), ("candidate", candidate_version, scored)):
         model = load_checkpoint(get_model(engine, version).checkpoint_path, device=device)
-        flags[role], seconds = _flags(model, [(part.frame_id, images[part.frame_id]) for part in scored])
-        figures[role] = _figures(model, flags[role], truth, seconds)
+        flags[role], seconds = _flags(model, [(part.frame_id, images[part.frame_id]) for part in judged])
+        timing = 1000.0 * seconds / len(judged)
+        if role == "active":
+            flags[role] = {**flags[role], **live}
+        figures[role] = _figures(model, flags[role], truth, timing)
     changed = [frame_id for frame_id in truth if flags["active"][frame_id] != flags["candidate"][frame_id]]
     return Comparison(
         line=line,
@@ -102,6 +117,7 @@ def compare_models(
         candidate=figures["candidate"],
         parts=len(scored),
         unreadable=unreadable,
+        active_live=len(live),
         now_flagged={f: truth[f] for f in changed if flags["candidate"][f]},
         now_passed={f: truth[f] for f in changed if not flags["candidate"][f]},
         image_keys={part.frame_id: part.image_key for part in scored if part.frame_id in changed},
@@ -132,7 +148,7 @@ def _flags(model: InspectionModel, images: list[tuple[str, Any]]) -> tuple[dict[
     return flags, time.perf_counter() - started
 
 
-def _figures(model: InspectionModel, flags: dict[str, bool], truth: dict[str, str], seconds: float) -> ModelFigures:
+def _figures(model: InspectionModel, flags: dict[str, bool], truth: dict[str, str], ms_per_frame: float) -> ModelFigures:
     defects = [f for f, kind in truth.items() if kind == "defect"]
     good = [f for f, kind in truth.items() if kind == "good"]
     return ModelFigures(
@@ -143,5 +159,5 @@ def _figures(model: InspectionModel, flags: dict[str, bool], truth: dict[str, st
         defects=len(defects),
         false_alarms=sum(flags[f] for f in good),
         good_parts=len(good),
-        ms_per_frame=1000.0 * seconds / max(len(flags), 1),
+        ms_per_frame=ms_per_frame,
     )

@@ -137,7 +137,7 @@ def run_recalibrate(args: argparse.Namespace) -> int:
 
 
 def run_retrain(args: argparse.Namespace) -> int:
-    from lineguard.retraining import default_candidate_path, gather_training_data, retrain
+    from lineguard.retraining import MIN_LINE_CALIBRATION, default_candidate_path, gather_training_data, retrain
     from lineguard.services import open_artifacts, open_store
     from model.recipe import TrainingSettings
     from store.records import active_model_info
@@ -156,6 +156,11 @@ def run_retrain(args: argparse.Namespace) -> int:
             f"training a candidate for line {args.line} ({base.version}'s recipe) on {data.original_images} original good images "
             f"({data.original_folder}), {data.false_alarms} false alarms, {data.passed_parts} passed parts"
             + (f", {data.extra_images} extra images" if data.extra_images else "")
+            + (
+                f"; {data.calibration_parts} more line pictures held out for its threshold"
+                if data.calibration_parts
+                else f"; threshold from its training folder (a threshold from the line needs {MIN_LINE_CALIBRATION} line pictures)"
+            )
         )
         training = TrainingSettings(device=args.device, **({"steps": args.steps} if args.steps else {}))
         result = retrain(engine, base, data, out, training, progress=not args.no_progress)
@@ -224,7 +229,11 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
-    print(f"line {args.line}: {comparison.parts} parts scored from stored pictures")
+    rescored = comparison.parts - comparison.active_live
+    print(
+        f"line {args.line}: {comparison.parts} parts; the candidate scored their stored pictures, the active model's verdicts "
+        f"are the line's live ones" + (f" ({rescored} rescored from pictures: scored by older weights)" if rescored else "")
+    )
     print(f"{'':32}{'active':>24}{'candidate':>24}")
     active, candidate = comparison.active, comparison.candidate
     rows = (

@@ -30,6 +30,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--lighting", choices=["as_captured", "levelled"], help="levelled: each image divided by its own smooth illumination (textures)"
     )
     train.add_argument(
+        "--colour-jitter", type=float,
+        help="training views relit: exposure and each colour channel's gain drawn from 1 ± this (e.g. 0.15), for a drifting lamp",
+    )
+    train.add_argument(
         "--region",
         help="top,left,bottom,right of the part's fixed place in the frame, as fractions (e.g. 0.1,0.2,0.9,0.8): "
         "only it is trained on and scored",
@@ -111,6 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
             "global_branch": "global_branch",
             "pixel_scale": "pixel_scale",
             "lighting": "lighting",
+            "colour_jitter": "colour_jitter",
         },
     )
     if args.region:

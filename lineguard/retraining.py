@@ -4,8 +4,16 @@ The candidate trains on the original good images (the folder recorded in the act
 `--data` when it moved), plus the stored pictures of parts people reviewed as false alarms and a
 sample of the line's passed parts (those whose picture the workers kept, one in 50 by default),
 plus any `--extra` folders of good images. It is trained with the active model's recipe and
-teacher, calibrated by training on held-out images of that mix, and registered, never activated:
-`models compare` and a person's promotion come next.
+teacher, and registered, never activated: `models compare` and a person's promotion come next.
+
+Its threshold comes from the line, as `models recalibrate` sets one: a line's parts are not the
+training folder's (other light, other batches), so held-out images of the folder would state a
+false-reject rate the line does not see. Every other line picture (passed or false alarm, never a
+confirmed defect) is kept out of training, and the candidate's raw scores on those, plus on the line
+pictures the training held out itself, set the threshold at the active model's stated rate. The
+false alarms are all kept while passed parts are a sample, so the sample leans to the line's harder
+good parts: the threshold errs high (fewer false alarms than stated). With fewer than
+`MIN_LINE_CALIBRATION` line pictures the folder's own calibration stays, and the candidate says so.
 """
 
 from __future__ import annotations
@@ -16,10 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import Engine
 
 from lineguard.registration import register_checkpoint
-from model.images import list_images
+from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration
+from model.checkpoint import load_checkpoint, read_checkpoint, save_recalibrated
+from model.images import list_images, read_image
 from model.recipe import Recipe, TrainingSettings
 from model.teacher import RANDOM_TEACHER
 from model.training import TrainingResult, good_image_folder, train
@@ -32,19 +43,28 @@ log = logging.getLogger(__name__)
 
 #: Most of the line's passed parts added to a retraining, the most recent first.
 DEFAULT_PASSED_PARTS = 500
+#: Fewest line pictures for a threshold from the line: half of them are held out, at least
+#: `MIN_CALIBRATION_IMAGES`.
+MIN_LINE_CALIBRATION = 2 * MIN_CALIBRATION_IMAGES
+#: Line pictures' names in the training folder start with this; the held-out ones live beside it.
+LINE_PREFIX = "line-"
 _FILE_TEACHER_PREFIX = "file:"
 
 
 @dataclass(frozen=True)
 class RetrainingData:
-    """The folder a retraining trains on, and what is in it."""
+    """The folder a retraining trains on, and what is in it; `calibration_folder` holds the line
+    pictures kept out of training to set the threshold (empty below `MIN_LINE_CALIBRATION`)."""
 
+    line: str
     folder: Path
     original_folder: Path
     original_images: int
     false_alarms: int
     passed_parts: int
     extra_images: int
+    calibration_folder: Path
+    calibration_parts: int
 
 
 def default_candidate_path(base: ModelInfo, line: str) -> Path:
@@ -63,8 +83,9 @@ def gather_training_data(
     passed_parts: int = DEFAULT_PASSED_PARTS,
 ) -> RetrainingData:
     """Fill `staging` (emptied first) with links to the good images of `base` (the line's model)
-    and copies of the line's pictures. Raises ValueError when the original folder is gone and no
-    `data` was given.
+    and copies of the line's pictures, and `calibration_folder(staging)` with every other line
+    picture when there are `MIN_LINE_CALIBRATION` of them. Raises ValueError when the original
+    folder is gone and no `data` was given.
     """
     recorded = base.training_data.get("folder")
     original = Path(data) if data is not None else Path(recorded) if recorded else None
@@ -73,23 +94,39 @@ def gather_training_data(
             f"the training folder of {base.version} ({recorded or 'not recorded'}) is not here; give it with --data DIR"
         )
     original, _ = good_image_folder(original)
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    held_out = calibration_folder(staging)
+    for folder in (staging, held_out):
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
     originals = _link_all(list_images(original), staging, "original")
     extras = sum(_link_all(list_images(Path(folder)), staging, f"extra{index}") for index, folder in enumerate(extra))
     parts = scored_parts(engine, line, None, with_image=True)
     false_alarms = [part for part in parts if part.review == FALSE_ALARM_REVIEW]
     passed = [part for part in parts if part.review is None and part.verdict != FLAGGED_VERDICT][-passed_parts:] if passed_parts else []
-    copied = {"false_alarm": 0, "passed": 0}
+    pictures: list[tuple[str, bytes]] = []
     for kind, chosen in (("false_alarm", false_alarms), ("passed", passed)):
         for part in chosen:
             try:
-                (staging / f"line-{kind}-{key_part(part.frame_id)}.jpg").write_bytes(artifacts.get(part.image_key))
-                copied[kind] += 1
+                pictures.append((f"{LINE_PREFIX}{kind}-{key_part(part.frame_id)}.jpg", artifacts.get(part.image_key)))
             except ArtifactError as error:  # pruned by retention meanwhile: one part less, said once
                 log.warning("%s: its picture is gone (%s); trained without it", part.frame_id, error)
-    return RetrainingData(staging, original, originals, copied["false_alarm"], copied["passed"], extras)
+    # Alternate pictures, so both kinds and every stretch of the line's time are on both sides.
+    holding_out = len(pictures) >= MIN_LINE_CALIBRATION
+    copied = {"false_alarm": 0, "passed": 0}
+    for index, (name, picture) in enumerate(pictures):
+        calibrating = holding_out and index % 2 == 1
+        (held_out if calibrating else staging).joinpath(name).write_bytes(picture)
+        if not calibrating:
+            copied["false_alarm" if name.startswith(f"{LINE_PREFIX}false_alarm") else "passed"] += 1
+    return RetrainingData(
+        line, staging, original, originals, copied["false_alarm"], copied["passed"], extras, held_out, len(pictures) - sum(copied.values())
+    )
+
+
+def calibration_folder(staging: Path) -> Path:
+    """Where the line pictures a retraining holds out for its threshold are kept, beside its training folder."""
+    return staging.with_name(staging.name + ".calibration")
 
 
 def retrain(
@@ -100,11 +137,31 @@ def retrain(
     settings: TrainingSettings,
     progress: bool = False,
 ) -> TrainingResult:
-    """Train a candidate on `data` with `base`'s recipe and teacher; register it (not active)."""
+    """Train a candidate on `data` with `base`'s recipe and teacher, calibrate it on the line's
+    held-out pictures where there are enough (see the module's text), and register it (not active)."""
     recipe = Recipe.model_validate({**base.recipe, "input_shape": None})
     result = train(data.folder, out, recipe, settings, teacher_spec(base), progress=progress)
-    register_checkpoint(engine, out)
+    if data.calibration_parts:
+        result = calibrate_on_line(base, data, result, settings.device)
+    register_checkpoint(engine, result.checkpoint)
     return result
+
+
+def calibrate_on_line(base: ModelInfo, data: RetrainingData, result: TrainingResult, device: str) -> TrainingResult:
+    """Rewrite the candidate with a threshold from the line pictures it never trained on: those
+    held out in `data.calibration_folder` and those the training held out from its folder."""
+    trained_aside = [name for name in read_checkpoint(result.checkpoint)["training_data"]["calibration_images"] if name.startswith(LINE_PREFIX)]
+    paths = list_images(data.calibration_folder) + [data.folder / name for name in trained_aside]
+    candidate = load_checkpoint(result.checkpoint, device=device)
+    scores = np.concatenate([candidate.raw_scores([read_image(path) for path in paths[start : start + 8]]) for start in range(0, len(paths), 8)])
+    calibration = fit_calibration(scores, float(base.calibration["false_reject_rate"]))
+    false_alarms = sum(path.name.startswith(f"{LINE_PREFIX}false_alarm") for path in paths)
+    provenance = {
+        "line": data.line, "from_version": result.version, "parts": len(paths), "passed_parts": len(paths) - false_alarms,
+        "false_alarms": false_alarms, "since": None, "recalibrated_at": datetime.now(UTC).isoformat(),
+    }
+    version, path = save_recalibrated(result.checkpoint, calibration, provenance, result.checkpoint)
+    return TrainingResult(path, version, calibration.threshold, result.seconds)
 
 
 def teacher_spec(base: ModelInfo) -> str | None:

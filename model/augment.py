@@ -2,6 +2,7 @@
 
 Only changes a line's camera really produces: small shifts, rotations and scale changes of the
 part, and small changes of exposure. No flips: on many parts orientation is what a defect breaks.
+`relit` is the recipe's optional `colour_jitter`: a lamp that drifts in brightness and colour.
 """
 
 from __future__ import annotations
@@ -27,3 +28,10 @@ def augmented_view(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     gain = 1.0 + rng.uniform(-MAX_GAIN_CHANGE, MAX_GAIN_CHANGE)
     offset = rng.uniform(-MAX_OFFSET_CHANGE, MAX_OFFSET_CHANGE)
     return np.clip(warped.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+
+
+def relit(image: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
+    """(H,W,3) uint8 RGB -> the same under another lamp: one exposure gain and a gain per colour
+    channel (white balance), each drawn from 1 ± `jitter`."""
+    gains = rng.uniform(1.0 - jitter, 1.0 + jitter) * rng.uniform(1.0 - jitter, 1.0 + jitter, size=3)
+    return np.clip(image.astype(np.float32) * gains.astype(np.float32), 0, 255).astype(np.uint8)

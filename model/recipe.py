@@ -57,6 +57,13 @@ class Recipe(BaseModel):
         description="levelled: each image divided by its own smooth illumination (model/lighting.py), for textures and "
         "surfaces under varying light; as_captured: as the camera saw it",
     )
+    colour_jitter: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.3,
+        description="training only: each view relit, its exposure and each colour channel's gain drawn from 1 ± this "
+        "(model/augment.py `relit`), for lines whose lamp drifts in brightness or colour; 0: off",
+    )
     image_score: Literal["max", "topk_mean"] = Field("topk_mean", description="how a map becomes one score")
     topk_fraction: float = Field(0.05, gt=0.0, le=1.0, description="share of map pixels averaged by topk_mean")
 

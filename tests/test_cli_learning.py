@@ -98,7 +98,9 @@ def test_rollback_without_an_earlier_model_is_one_clear_line(line_store, capsys)
 
 def test_compare_scores_both_models_on_the_stored_pictures(sqlite_line_settings, untrained_checkpoint, capsys) -> None:  # noqa: F811
     """Active and candidate share weights and differ in threshold: the candidate passes the two
-    reviewed false alarms and still catches the two defects, and says so by frame id."""
+    reviewed false alarms and still catches the two defects, and says so by frame id. The active
+    model's verdicts are the live ones: a part whose live frame scored high is flagged by it however
+    its stored picture scores."""
     from model.calibration import Calibration
     from model.checkpoint import save_recalibrated
     from model.images import decode_image
@@ -131,56 +133,64 @@ def test_compare_scores_both_models_on_the_stored_pictures(sqlite_line_settings,
     active = version_at((scores[7] + scores[8]) / 2, "active")  # flags the top 4
     candidate = version_at((scores[9] + scores[10]) / 2, "candidate")  # flags the top 2
     register_checkpoint(engine, Path(get_model(engine, active).checkpoint_path), LINE)
+    live = {**raw, ranked[0]: scores[-1] + 1.0}  # its picture scores lowest, its live frame highest
     write_inspections(engine, [
-        make_record(frame, line=LINE, verdict="defect" if rank >= 8 else "good", raw_score=raw[frame], model_version=active, image_key=image_keys[frame])
+        make_record(frame, line=LINE, verdict="defect" if rank >= 8 or rank == 0 else "good", raw_score=live[frame], model_version=active, image_key=image_keys[frame])
         for rank, frame in enumerate(ranked)
     ])
-    assert run(capsys, "review", ranked[10], ranked[11], "--verdict", "defect", "--reviewer", "ana")[0] == 0
+    assert run(capsys, "review", ranked[0], ranked[10], ranked[11], "--verdict", "defect", "--reviewer", "ana")[0] == 0
     assert run(capsys, "review", ranked[8], ranked[9], "--verdict", "false_alarm", "--reviewer", "ana")[0] == 0
 
     code, out, _ = run(capsys, "models", "compare", candidate, "--line", LINE, "--device", "cpu", "--json")
     assert code == 0
     comparison = json.loads(out)
-    assert comparison["parts"] == 12 and comparison["unreadable"] == []
-    assert (comparison["active"]["defects_caught"], comparison["active"]["false_alarms"]) == (2, 2)
+    assert comparison["parts"] == 12 and comparison["unreadable"] == [] and comparison["active_live"] == 12
+    assert (comparison["active"]["defects_caught"], comparison["active"]["false_alarms"]) == (3, 2)
     assert (comparison["candidate"]["defects_caught"], comparison["candidate"]["false_alarms"]) == (2, 0)
-    assert comparison["now_passed"] == {ranked[8]: "good", ranked[9]: "good"} and comparison["now_flagged"] == {}
+    assert comparison["now_passed"] == {ranked[0]: "defect", ranked[8]: "good", ranked[9]: "good"} and comparison["now_flagged"] == {}
     code, out, _ = run(capsys, "models", "compare", candidate, "--line", LINE, "--device", "cpu")
-    assert "false alarms on good parts" in out and f"now passed by the candidate (2): {ranked[8]} (good)" in out
+    assert "false alarms on good parts" in out and f"now passed by the candidate (3): {ranked[0]} (defect), {ranked[8]} (good)" in out
+    assert "the active model's verdicts are the line's live ones" in out
     engine.dispose()
 
 
-def test_a_queued_retraining_trains_a_candidate_on_the_original_images_and_the_lines_pictures(
-    line_store, sqlite_line_settings, line_redis, tmp_path, capsys  # noqa: F811
-) -> None:
-    """Queued, then run by `worker --train` (a tiny training: random teacher, 64 px, 3 steps): what
-    it trains on, and that it stays a candidate."""
+def keep_pictures(engine: Engine, settings: Settings, frames: list[str], tmp_path: Path) -> Path:
+    """Store a picture (a 64 px synthetic good part) for each of `frames`, as a worker keeps them,
+    and return a folder of 16 original good images to retrain from."""
     import cv2
+    from sqlalchemy import update
 
-    from model.checkpoint import read_checkpoint
     from model.synthetic import good_part
     from store.artifacts import open_artifact_store
-
-    engine, version = line_store
-    code, _, err = run(capsys, "models", "retrain", "--line", LINE, "--steps", "3", "--device", "cpu")
-    assert code == 2 and "training folder of" in err and "give it with --data DIR" in err
+    from store.schema import Inspection
 
     rng = np.random.default_rng(5)
     original = tmp_path / "train-good"
     original.mkdir()
     for i in range(16):
         cv2.imwrite(str(original / f"{i:03d}.png"), good_part(64, rng))
-    artifacts = open_artifact_store(sqlite_line_settings.artifacts_url)
-    pictured = {f"fa-{i}": f"pictures/fa-{i}.jpg" for i in range(3)} | {f"p-{i}": f"pictures/p-{i}.jpg" for i in range(5)}
-    for frame, key in pictured.items():
-        artifacts.put(key, cv2.imencode(".jpg", good_part(64, rng))[1].tobytes())
+    artifacts = open_artifact_store(settings.artifacts_url)
     with engine.begin() as connection:
-        from sqlalchemy import update
-
-        from store.schema import Inspection
-
-        for frame, key in pictured.items():
+        for frame in frames:
+            key = f"pictures/{frame}.jpg"
+            artifacts.put(key, cv2.imencode(".jpg", good_part(64, rng))[1].tobytes())
             connection.execute(update(Inspection).where(Inspection.frame_id == frame).values(image_key=key))
+    return original
+
+
+def test_a_queued_retraining_trains_a_candidate_on_the_original_images_and_the_lines_pictures(
+    line_store, sqlite_line_settings, line_redis, tmp_path, capsys  # noqa: F811
+) -> None:
+    """Queued, then run by `worker --train` (a tiny training: random teacher, 64 px, 3 steps): what
+    it trains on, and that it stays a candidate. 8 line pictures are too few for a threshold from
+    the line: all are trained on."""
+    from model.checkpoint import read_checkpoint
+
+    engine, version = line_store
+    code, _, err = run(capsys, "models", "retrain", "--line", LINE, "--steps", "3", "--device", "cpu")
+    assert code == 2 and "training folder of" in err and "give it with --data DIR" in err
+
+    original = keep_pictures(engine, sqlite_line_settings, [f"fa-{i}" for i in range(3)] + [f"p-{i}" for i in range(5)], tmp_path)
     assert run(capsys, "review", "fa-0", "fa-1", "fa-2", "--verdict", "false_alarm", "--reviewer", "ana")[0] == 0
 
     code, out_text, _ = run(
@@ -196,6 +206,40 @@ def test_a_queued_retraining_trains_a_candidate_on_the_original_images_and_the_l
     out = Path(get_model(engine, job.candidate).checkpoint_path)
     training_data = read_checkpoint(out)["training_data"]
     assert training_data["n_images"] == 16 + 3 + 5 and training_data["folder"] == str(out.with_name(out.stem + ".data").resolve())
+    assert "recalibration" not in training_data
+    assert active_model_for_line(engine, LINE) == version
+
+
+def test_a_retrained_candidate_takes_its_threshold_from_line_pictures_it_never_trained_on(
+    line_store, sqlite_line_settings, tmp_path, capsys  # noqa: F811
+) -> None:
+    """24 line pictures (10 false alarms, 14 passed): every other one is held out, and those 12
+    plus the line pictures the training held out itself set the candidate's threshold."""
+    from model.checkpoint import read_checkpoint
+
+    engine, version = line_store
+    frames = [f"fa-{i}" for i in range(10)] + [f"p-{i}" for i in range(14)]
+    original = keep_pictures(engine, sqlite_line_settings, frames, tmp_path)
+    assert run(capsys, "review", *frames[:10], "--verdict", "false_alarm", "--reviewer", "ana")[0] == 0
+
+    out = tmp_path / "candidate.pt"
+    code, out_text, _ = run(
+        capsys, "models", "retrain", "--line", LINE, "--data", str(original), "--steps", "3", "--device", "cpu", "--out", str(out), "--no-progress"
+    )
+    assert code == 0, out_text
+    assert "5 false alarms, 7 passed parts; 12 more line pictures held out for its threshold" in out_text
+    held_out = sorted(path.name for path in tmp_path.joinpath("candidate.data.calibration").iterdir())
+    trained_on = {path.name for path in tmp_path.joinpath("candidate.data").iterdir()}
+    assert len(held_out) == 12 and not set(held_out) & trained_on
+    payload = read_checkpoint(out)
+    training_data = payload["training_data"]
+    assert training_data["n_images"] == 16 + 12
+    trained_aside = [name for name in training_data["calibration_images"] if name.startswith("line-")]
+    line_calibration = training_data["recalibration"]
+    assert (line_calibration["line"], line_calibration["parts"]) == (LINE, 12 + len(trained_aside))
+    assert payload["calibration"]["n_images"] == line_calibration["parts"]
+    candidate = get_model(engine, payload["version"])
+    assert weights_version(candidate.version) == line_calibration["from_version"] and f"registered candidate {candidate.version}" in out_text
     assert active_model_for_line(engine, LINE) == version
 
 

@@ -218,3 +218,17 @@ def test_scale_weights_put_each_scale_of_good_parts_at_the_same_mean():
     with torch.inference_mode():
         weighted = [float((m * w).mean()) for m, w in zip(network.scale_maps(to_network_input(images)), network.scale_weights)]
     assert weighted == pytest.approx([0.5, 0.5], rel=1e-3)
+
+
+def test_colour_jitter_relights_training_views_within_its_bounds_and_only_when_asked():
+    """A lamp's drift: each channel scaled by an exposure gain times its own gain, both in 1 ± jitter;
+    with the default (0) a training view is the camera augmentation alone, drawn as before."""
+    from model.augment import augmented_view
+    from model.training import training_view
+
+    image = np.full((32, 32, 3), 100, np.uint8)
+    relit_means = np.array([training_view(image, Recipe(image_size=32, colour_jitter=0.2), np.random.default_rng(seed)).mean(axis=(0, 1)) for seed in range(40)])
+    assert relit_means.min() >= 100 * 0.8 * 0.8 - 8 - 1 and relit_means.max() <= 100 * 1.2 * 1.2 + 8 + 1  # the camera's offset is ±8
+    assert np.ptp(relit_means[:, 0] - relit_means[:, 2]) > 10  # channels change apart: white balance, not only exposure
+    plain = training_view(image, Recipe(image_size=32), np.random.default_rng(3))
+    assert np.array_equal(plain, augmented_view(image, np.random.default_rng(3)))

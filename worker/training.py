@@ -58,7 +58,8 @@ def run_training_job(redis: Redis, engine: Engine, artifacts: ArtifactStore, job
         )
         report_training(
             redis, job.id,
-            phase=f"training on {data.original_images} original images, {data.false_alarms} false alarms, {data.passed_parts} passed parts",
+            phase=f"training on {data.original_images} original images, {data.false_alarms} false alarms, {data.passed_parts} passed parts"
+            + (f"; {data.calibration_parts} line pictures held out for its threshold" if data.calibration_parts else ""),
         )
         settings = TrainingSettings(device=device, **({"steps": request.steps} if request.steps else {}))
         result = retrain(engine, base, data, out, settings)

@@ -18,6 +18,8 @@ from wire.comparisons import comparison_key
 
 #: Metrics shown as columns of the models table, in this order (those of ``lineguard eval``).
 METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
+#: What the models table says for a metric a model has no figure of.
+NOT_EVALUATED = "not evaluated"
 #: Calibration fields shown as columns of the models table.
 CALIBRATION_COLUMNS = ("threshold", "false_reject_rate", "n_images")
 #: Most pictures shown per kind of verdict change, and their side in pixels.
@@ -37,7 +39,7 @@ def model_table(models: list[ModelInfo], lines_by_model: Mapping[str, list[str]]
                 "registered": components.local_time(model.created_at, zone),
                 "teacher": components.RANDOM_TEACHER_MARK if model.random_teacher else model.teacher_source,
                 "active on": ", ".join(lines_by_model.get(model.version, [])),
-                **{name: _number(metrics.get(name)) for name in METRIC_COLUMNS},
+                **{name: _metric_text(metrics.get(name)) for name in METRIC_COLUMNS},
                 **{f"calibration {name}": _number(model.calibration.get(name)) for name in CALIBRATION_COLUMNS},
             }
         )
@@ -271,6 +273,12 @@ def main() -> None:
     model_detail(by_version[chosen], lines_by_model.get(chosen, []), settings)
     active_by_line = {line: version for version, lines in lines_by_model.items() for line in lines}
     line_panel(by_version[chosen], active_by_line, settings)
+
+
+def _metric_text(value: Any) -> str:
+    """A metric as the table shows it: three decimals (text, so that a missing one reads as words, not "None")."""
+    number = _number(value)
+    return NOT_EVALUATED if number is None else f"{number:.3f}"
 
 
 def _number(value: Any) -> float | None:

@@ -3,7 +3,6 @@ source published and recorded, for the camera tests and bench/camera_truth.py.""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
@@ -12,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from ci_requirements import requirement_missing
 from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -65,10 +65,7 @@ def rtsp_camera() -> Iterator[RtspCamera]:
         capture_output=True,
     )
     if check.returncode != 0:
-        message = "GStreamer's RTSP server bindings are missing (apt-get install python3-gi gir1.2-gst-rtsp-server-1.0)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        requirement_missing("GStreamer's RTSP server bindings are missing (apt-get install python3-gi gir1.2-gst-rtsp-server-1.0)")
     camera = RtspCamera()
     camera.start()
     yield camera

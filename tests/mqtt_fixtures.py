@@ -4,7 +4,6 @@ consumer that keeps every message it receives, as a line's controller would."""
 from __future__ import annotations
 
 import getpass
-import os
 import shutil
 import signal
 import socket
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ci_requirements import requirement_missing
 from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -86,10 +86,7 @@ class Mosquitto:
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     if shutil.which("mosquitto") is None:
-        message = "mosquitto is not installed (apt-get install mosquitto)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        requirement_missing("mosquitto is not installed (apt-get install mosquitto)")
     folder = tmp_path / "broker"
     folder.mkdir()
     broker = Mosquitto(folder)

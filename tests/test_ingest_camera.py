@@ -4,6 +4,7 @@ camera that comes back is read again within 2 s, status shows each source's stat
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -118,6 +119,13 @@ def serve_mjpeg(port: int) -> ThreadingHTTPServer:
     return server
 
 
+def close_mjpeg(server: ThreadingHTTPServer) -> None:
+    """Stop the MJPEG camera: its streams end, the server closes."""
+    MjpegHandler.serving.clear()
+    server.shutdown()
+    server.server_close()
+
+
 def test_an_http_mjpeg_camera_that_drops_is_read_again_soon(engine: Engine, redis: Redis) -> None:  # noqa: F811
     port = free_port()
     server = serve_mjpeg(port)
@@ -126,9 +134,7 @@ def test_an_http_mjpeg_camera_that_drops_is_read_again_soon(engine: Engine, redi
     thread, stop = running(source, publisher)
     try:
         wait_for(lambda: len(published(redis)) >= 10, 20, "frames from the camera")
-        MjpegHandler.serving.clear()
-        server.shutdown()
-        server.server_close()
+        close_mjpeg(server)
         wait_for(lambda: state_of(engine, redis) == "down", STALL_TIMEOUT_S + 5, "the drop to be told")
         time.sleep(2)
         back_at = time.time()
@@ -139,9 +145,33 @@ def test_an_http_mjpeg_camera_that_drops_is_read_again_soon(engine: Engine, redi
     finally:
         stop.set()
         thread.join(15)
-        MjpegHandler.serving.clear()
-        server.shutdown()
-        server.server_close()
+        close_mjpeg(server)
+
+
+def test_frames_a_live_camera_could_not_grab_while_publishing_blocked_are_counted(engine: Engine, redis: Redis) -> None:  # noqa: F811
+    """A full queue under "block" holds the capture up: the frames the camera sent meanwhile (about the
+    time blocked times its rate) are counted as missed, in the run's stats and as a source event."""
+    port = free_port()
+    server = serve_mjpeg(port)
+    publisher = Publisher(redis, queue_name=QUEUE, batch_size=1, max_wait_s=0, max_queued_jobs=1, policy="block")
+    source = VideoSource(f"http://127.0.0.1:{port}/stream.mjpg", "L1", "C1", engine=engine, fps_cap=10, stall_timeout_s=STALL_TIMEOUT_S)
+    stop = threading.Event()
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(source.run(publisher, stop_event=stop)))
+    thread.start()
+    try:
+        wait_for(lambda: len(published(redis)) == 1, 20, "the first frame to fill the queue")
+        time.sleep(3)  # the next publish waits for room meanwhile
+        redis.delete(f"rq:queue:{QUEUE}")  # room again
+        wait_for(lambda: any(kind == "missed" for kind, _, _ in events(engine)), 10, "the missed frames to be told")
+    finally:
+        stop.set()
+        thread.join(15)
+        close_mjpeg(server)
+    (message,) = [message for kind, _, message in events(engine) if kind == "missed"]
+    blocked_s, missed = (float(n) for n in re.fullmatch(r"publishing blocked for ([\d.]+) s: about (\d+) frames not grabbed", message).groups())
+    assert blocked_s >= 2.5 and abs(missed - blocked_s * 10) <= 1  # the time blocked (shown to 0.1 s) at 10 frames/s
+    assert outcome[0].missed == missed
 
 
 def test_a_camera_that_never_existed_exits_2_at_once_saying_why(

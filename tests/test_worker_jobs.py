@@ -39,7 +39,8 @@ from store.artifacts import FileArtifactStore
 from store.records import activate_model, inspections_frame, register_model
 from worker.context import WorkerContext, installed
 from worker.errors import NoWorkerContextError
-from worker.jobs import EXPIRED_REASON, UNRECORDABLE_REASON, score_batch, score_frames
+from worker import jobs as worker_jobs
+from worker.jobs import EXPIRED_REASON, SCORING_BYTES_PER_IMAGE_BYTE, UNRECORDABLE_REASON, score_batch, score_frames
 from worker.model_cache import ModelCache
 from worker.device_decoding import DeviceDecoding
 from worker.references import frame_root
@@ -380,6 +381,33 @@ def test_a_result_that_makes_no_valid_row_gets_its_own_error_row(line_redis, sql
     assert bad["verdict"] == "error" and bad["error"].startswith(f"{UNRECORDABLE_REASON}: ") and "origin has 1408 characters" in bad["error"]
     assert len(bad["origin"]) == 1024 and bad["origin"].endswith("…")
     assert list(table.loc[[frames[0].frame_id, frames[2].frame_id], "verdict"]) == ["good", "good"]
+
+
+def test_a_batch_of_large_frames_is_decoded_a_few_at_a_time_within_the_budget(line_redis, sqlite_engine, small_checkpoint, tmp_path, monkeypatch):  # noqa: F811
+    """Five 3,000 x 2,400 frames in one job: each is cut to MAX_FRAME_SIDE as soon as it is decoded,
+    and they are scored in chunks whose pixels and maps fit the decode budget, not all at once."""
+    register_checkpoint(sqlite_engine, small_checkpoint)
+    rng = np.random.default_rng(27)
+    large = [cv2.resize(make_part(rng, defective=False), (3000, 2400), interpolation=cv2.INTER_LINEAR) for _ in range(5)]
+    frames = [make_frame(png(image), f"large-{i}") for i, image in enumerate(large)]
+    publish(line_redis, frames, batch_size=len(frames))
+    cut_bytes = 2048 * round(2400 * 2048 / 3000) * 3  # one frame after the cut
+    budget = int(2.5 * cut_bytes * SCORING_BYTES_PER_IMAGE_BYTE)  # room for two cut frames, not three
+    chunks: list[list[tuple[int, ...]]] = []
+    scored_chunk = worker_jobs._score_chunk
+
+    def spy(context, images_by_line, *args):  # noqa: ANN001, ANN202 - the chunks as scored
+        chunks.append([image.shape for items in images_by_line.values() for _, image in items])
+        return scored_chunk(context, images_by_line, *args)
+
+    monkeypatch.setattr(worker_jobs, "_score_chunk", spy)
+
+    outcome = score_batch(make_context(line_redis, sqlite_engine, tmp_path, decode_budget_bytes=budget), queued_payloads(line_redis)[0])
+
+    assert (outcome.frames, outcome.scored, outcome.errors) == (5, 5, 0)
+    assert [len(chunk) for chunk in chunks] == [2, 2, 1]
+    assert all(shape == (round(2400 * 2048 / 3000), 2048, 3) for chunk in chunks for shape in chunk)
+    assert (inspections_frame(sqlite_engine)["verdict"] != "error").all()
 
 
 def test_a_registered_export_is_scored_by_its_runtime(line_redis, sqlite_engine, small_checkpoint, small_onnx_export, tmp_path):  # noqa: F811

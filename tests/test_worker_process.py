@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 from ci_requirements import bound_by_file_modes
 from line_fixtures import (
     QUEUE,
@@ -28,21 +32,47 @@ from line_fixtures import (
     wait_until,
 )
 from rq import SimpleWorker
+from rq.job import Job
+from rq.job_lifecycle import record_job_failure
 from rq.registry import StartedJobRegistry
+from sqlalchemy import Engine
 from store_fixtures import db_url, postgres_run_database  # noqa: F401 - fixtures
 
-from wire.protocol import FRAME_KEY_PREFIX, SERIALIZER, make_queue
+from ingest.frames import Frame
+from wire.protocol import DEAD_LETTERS_META, FRAME_KEY_PREFIX, SERIALIZER, make_queue
 from lineguard.cli import main
 from store.db import make_engine
 from store.records import inspections_frame
-from worker.leased import LeasedWorker
+from worker.leased import LeasedWorker, LoopState
 from worker.process import WorkerOptions, run_worker
 
 LEASE_S = 3
+#: Longest wait for a worker process to register: a bound for a worker that never starts, not a speed
+#: (two workers at nice 15 on a 2-core machine at load 7 took over 60 s to import torch and start).
+WORKER_START_S = 300
+
+
+def good_parts_queued(redis, seed: int, count: int, batch_size: int) -> list[Frame]:  # noqa: ANN001 - the test Redis
+    """`count` good parts published on the test queue in jobs of `batch_size` frames."""
+    rng = np.random.default_rng(seed)
+    frames = [make_frame(png(make_part(rng, defective=False)), f"part-{i}") for i in range(count)]
+    publish(redis, frames, batch_size=batch_size)
+    return frames
+
+
+@pytest.fixture
+def scoring_store(sqlite_line_settings, small_checkpoint) -> Iterator[Engine]:  # noqa: F811
+    """The SQLite store of sqlite_line_settings, upgraded, with the small model active on the test line."""
+    engine = make_engine(sqlite_line_settings.database_url)
+    assert main(["db", "upgrade"]) == 0
+    register_checkpoint(engine, small_checkpoint)
+    yield engine
+    engine.dispose()
 
 
 def test_two_workers_share_the_load_and_stop_cleanly(line_redis, line_settings, small_checkpoint, tmp_path):  # noqa: F811
     engine = make_engine(line_settings.database_url)
+    workers = []
     try:
         redis = line_redis
         assert main(["db", "upgrade"]) == 0
@@ -52,7 +82,7 @@ def test_two_workers_share_the_load_and_stop_cleanly(line_redis, line_settings, 
             for name in ("worker-a", "worker-b")
         ]
         queue = make_queue(redis, QUEUE)
-        wait_until(lambda: SimpleWorker.count(queue=queue) == 2, 60, "both workers to register")
+        wait_until(lambda: SimpleWorker.count(queue=queue) == 2, WORKER_START_S, "both workers to register")
         rng = np.random.default_rng(20)
         frames = [make_frame(png(make_part(rng, defective=i % 4 == 0)), f"part-{i}") for i in range(24)]
         publish(redis, frames, batch_size=2)
@@ -67,11 +97,14 @@ def test_two_workers_share_the_load_and_stop_cleanly(line_redis, line_settings, 
         assert queue.failed_job_registry.count == 0 and queue.count == 0
         assert not redis.keys(FRAME_KEY_PREFIX + "*")
     finally:
+        for worker in workers:  # a worker left running would take the next tests' jobs
+            stop(worker, signal.SIGKILL)
         engine.dispose()
 
 
 def test_a_sigkilled_worker_loses_nothing_and_its_batch_is_retried_once(line_redis, line_settings, small_checkpoint, tmp_path):  # noqa: F811
     engine = make_engine(line_settings.database_url)
+    victim = None
     try:
         assert main(["db", "upgrade"]) == 0
         register_checkpoint(engine, small_checkpoint)
@@ -80,7 +113,7 @@ def test_a_sigkilled_worker_loses_nothing_and_its_batch_is_retried_once(line_red
             log_path=tmp_path / "victim.log",
         )
         queue = make_queue(line_redis, QUEUE)
-        wait_until(lambda: SimpleWorker.count(queue=queue) == 1, 60, "the worker to register")
+        wait_until(lambda: SimpleWorker.count(queue=queue) == 1, WORKER_START_S, "the worker to register")
         rng = np.random.default_rng(21)
         frames = [make_frame(png(make_part(rng, defective=i % 5 == 0)), f"part-{i}") for i in range(48)]
         publish(line_redis, frames, batch_size=len(frames))
@@ -111,6 +144,8 @@ def test_a_sigkilled_worker_loses_nothing_and_its_batch_is_retried_once(line_red
         assert queue.failed_job_registry.count == 0 and started.get_job_ids(cleanup=False) == []
         assert not line_redis.keys(FRAME_KEY_PREFIX + "*")
     finally:
+        if victim is not None:
+            stop(victim, signal.SIGKILL)
         engine.dispose()
 
 
@@ -169,9 +204,7 @@ def test_jobs_taken_by_a_worker_that_died_before_starting_them_are_retried(line_
     try:
         assert main(["db", "upgrade"]) == 0
         register_checkpoint(engine, small_checkpoint)
-        rng = np.random.default_rng(23)
-        frames = [make_frame(png(make_part(rng, defective=False)), f"part-{i}") for i in range(4)]
-        publish(line_redis, frames, batch_size=2)
+        frames = good_parts_queued(line_redis, seed=23, count=4, batch_size=2)
         queue = make_queue(line_redis, QUEUE)
         # What a worker's dequeue does, then it dies: both jobs sit in the intermediate queue, unstarted.
         taken = [line_redis.lmove(queue.key, queue.intermediate_queue_key).decode() for _ in range(2)]
@@ -193,6 +226,80 @@ def test_jobs_taken_by_a_worker_that_died_before_starting_them_are_retried(line_
         assert queue.failed_job_registry.count == 0 and line_redis.llen(queue.intermediate_queue_key) == 0
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("moment", ["dequeue", "taking"])
+def test_a_stop_while_jobs_are_taken_and_not_yet_started_waits_for_them(line_redis, sqlite_line_settings, scoring_store, monkeypatch, moment):  # noqa: F811
+    """SIGTERM in the take-to-start gap: as the dequeue reads the job it has just moved into rq's
+    intermediate queue, or while the worker takes waiting jobs to score with it (LoopState.TAKING).
+    The worker scores the jobs it took, then stops. It used to stop at once in both places (not BUSY
+    yet; the stop raised inside the dequeue) and leave the jobs unstarted in the intermediate queue."""
+    frames = good_parts_queued(line_redis, seed=28, count=6, batch_size=2)
+    queue = make_queue(line_redis, QUEUE)
+    first_job = queue.job_ids[0]
+    signalled = []
+
+    def terminate_once() -> None:
+        if not signalled:
+            signalled.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    if moment == "dequeue":
+        fetch = Job.fetch.__func__
+
+        def fetched_with_a_stop(cls, *args, **kwargs):  # noqa: ANN001, ANN202 - the job is in the intermediate queue by now
+            terminate_once()
+            return fetch(cls, *args, **kwargs)
+
+        monkeypatch.setattr(Job, "fetch", classmethod(fetched_with_a_stop))
+    else:
+        take_waiting_jobs = LeasedWorker._take_waiting_jobs
+
+        def taken_with_a_stop(worker, job, job_queue):  # noqa: ANN001, ANN202
+            assert worker.loop_state == LoopState.TAKING
+            terminate_once()
+            return take_waiting_jobs(worker, job, job_queue)
+
+        monkeypatch.setattr(LeasedWorker, "_take_waiting_jobs", taken_with_a_stop)
+    run_worker(
+        sqlite_line_settings.redis_url, sqlite_line_settings.database_url, sqlite_line_settings.artifacts_url, QUEUE,
+        WorkerOptions(device="cpu", burst=True, batch_size=2, name="taker"),
+    )
+
+    assert signalled
+    table = inspections_frame(scoring_store)
+    assert sorted(table["frame_id"]) == sorted(frame.frame_id for frame in frames[:2])  # then it stopped, in burst mode
+    assert (table["verdict"] == "good").all()
+    assert first_job not in queue.job_ids and queue.count == 2
+    assert line_redis.llen(queue.intermediate_queue_key) == 0 and queue.failed_job_registry.count == 0
+
+
+def test_a_job_failed_for_good_elsewhere_gets_its_dead_letters_from_the_next_workers_sweep(line_redis, sqlite_line_settings, scoring_store):  # noqa: F811
+    """A job rq's cleanup failed for good (its worker died on every attempt: no worker of ours saw it
+    fail) gets a dead-letter row for each frame from any worker's maintenance pass, once, so its
+    source's ledger settles the frames instead of publishing them again."""
+    frames = good_parts_queued(line_redis, seed=29, count=2, batch_size=2)
+    queue = make_queue(line_redis, QUEUE)
+    job = queue.fetch_job(queue.job_ids[0])
+    with line_redis.pipeline() as pipe:  # what rq's cleanup of an abandoned job on its last attempt does
+        queue.remove(job, pipeline=pipe)
+        record_job_failure(job, "Moved to FailedJobRegistry, due to AbandonedJobError, at 2026-12-04", pipe)
+        pipe.execute()
+    options = WorkerOptions(device="cpu", burst=True, name="sweeper")
+    settings = sqlite_line_settings
+
+    run_worker(settings.redis_url, settings.database_url, settings.artifacts_url, QUEUE, options)
+    run_worker(settings.redis_url, settings.database_url, settings.artifacts_url, QUEUE, replace(options, name="sweeper-2"))
+
+    table = inspections_frame(scoring_store)
+    assert sorted(table["frame_id"]) == sorted(frame.frame_id for frame in frames)
+    assert (table["verdict"] == "error").all()
+    assert all(
+        error == "dead letter: scoring failed on every attempt; the last: Moved to FailedJobRegistry, due to AbandonedJobError, at 2026-12-04"
+        for error in table["error"]
+    ), table["error"].tolist()
+    assert queue.fetch_job(job.id).meta[DEAD_LETTERS_META] == 2  # marked: the second sweep wrote none
+    assert queue.failed_job_registry.get_job_ids() == [job.id]  # kept for `lineguard jobs`
 
 
 def test_a_poison_frame_gets_one_dead_letter_row_after_its_attempts_and_the_rest_are_scored(line_redis, sqlite_line_settings, small_checkpoint, tmp_path):  # noqa: F811
@@ -234,9 +341,7 @@ def test_a_checkpoint_that_fails_to_read_is_waited_out_not_recorded_as_errors(li
         checkpoint.write_bytes(small_checkpoint.read_bytes())
         register_checkpoint(engine, checkpoint)
         checkpoint.chmod(0)  # its read fails (PermissionError, an OSError) until the mode comes back
-        rng = np.random.default_rng(25)
-        frames = [make_frame(png(make_part(rng, defective=False)), f"part-{i}") for i in range(2)]
-        publish(line_redis, frames, batch_size=2)
+        frames = good_parts_queued(line_redis, seed=25, count=2, batch_size=2)
         log = tmp_path / "worker.log"
         with log.open("wb") as output:
             worker = subprocess.Popen(
@@ -244,7 +349,7 @@ def test_a_checkpoint_that_fails_to_read_is_waited_out_not_recorded_as_errors(li
                 stdout=output, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
             )
         try:
-            wait_until(lambda: "the model's checkpoint is unreachable" in log.read_text(), 60, "the worker to wait for the checkpoint")
+            wait_until(lambda: "the model's checkpoint is unreachable" in log.read_text(), WORKER_START_S, "the worker to wait for the checkpoint")
             assert row_count(engine) == 0
             checkpoint.chmod(0o644)
             assert worker.wait(timeout=60) == 0
@@ -265,9 +370,7 @@ def test_a_batch_past_its_deadline_is_given_back_and_the_worker_restarts(line_re
     try:
         assert main(["db", "upgrade"]) == 0
         register_checkpoint(engine, small_checkpoint)
-        rng = np.random.default_rng(26)
-        frames = [make_frame(png(make_part(rng, defective=False)), f"part-{i}") for i in range(2)]
-        publish(line_redis, frames, batch_size=2)
+        frames = good_parts_queued(line_redis, seed=26, count=2, batch_size=2)
         queue = make_queue(line_redis, QUEUE)
         line_redis.hset(f"rq:job:{queue.job_ids[0]}", "retries_left", 0)  # its last attempt
 

@@ -16,6 +16,9 @@ DEFAULT_MAX_RETRIES = 3
 WORKER_TTL_MARGIN_S = 15
 #: Lease renewals per lease: a lease survives a few missed heartbeats.
 HEARTBEATS_PER_LEASE = 4
+#: Seconds an idle worker waits for a job at a time: a stop signal is seen between two waits (never
+#: inside one, which may have taken a job), so an idle worker takes up to this long to stop.
+STOP_POLL_S = 0.5
 #: Seconds the thread listening for rq's commands (pubsub) waits at a time: a stopping worker waits for
 #: it up to this long (rq's own 60 s held a SIGTERMed worker up to a minute).
 COMMAND_LISTENER_POLL_S = 1.0

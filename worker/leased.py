@@ -3,7 +3,8 @@ across jobs, a refusal of every job that is not ours, and a work loop that waits
 
 rq's own loop quits on the first Redis error it does not expect, and its job handling spends a
 job's retries on any exception, so this class runs its own loop around rq's pieces (which is why
-the `rq` requirement is pinned to the minor version whose internals it uses):
+the `rq` requirement is pinned to the minor version whose internals it uses: `_shutdown`,
+`_stop_requested`, `_finalize_success`, `_finalize_failure` and `_pubsub_exception_handler`):
 
 - **Only our job runs.** `execute_job` checks the job against `wire.protocol` before rq resolves
   anything a job names; any other job is deleted, logged and counted, and the worker goes on.
@@ -19,8 +20,10 @@ the `rq` requirement is pinned to the minor version whose internals it uses):
   instead of publishing them again; the job stays in the failed registry (`lineguard jobs`).
 - **Deadline.** A batch that outlives its deadline (`worker.deadline`) is given back to rq by a
   watchdog thread, its jobs failed with the reason (a retry spent), and the process restarted.
-- **Named states.** The loop is always in one `LoopState`; a stop signal ends it at once only while
-  it waits for a job, and otherwise once the jobs it holds are scored or handed back.
+- **Named states.** The loop is always in one `LoopState`. A stop signal only sets a flag, which the
+  loop reads where it holds no job: between two waits for a job (`STOP_POLL_S` each), and after the
+  jobs it holds are scored or handed back. A signal never ends the loop from inside a dequeue, where
+  a job may already sit taken (in rq's intermediate queue) and unstarted.
 - **Batching.** A worker that falls behind takes the waiting jobs that fit in `batch_size` frames
   and scores their frames in one forward pass; each job is leased and started first, so a worker
   dying meanwhile leaves every one of them to be retried.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import signal
 import sys
 import threading
 import time
@@ -67,6 +71,7 @@ from worker.defaults import (
     DEFAULT_LEASE_S,
     DEFAULT_MAX_RETRIES,
     HEARTBEATS_PER_LEASE,
+    STOP_POLL_S,
     WORKER_TTL_MARGIN_S,
 )
 from worker.deadline import BatchDeadline, restart_process, watched
@@ -80,11 +85,11 @@ STUCK_IN_INTERMEDIATE_QUEUE = "Job was stuck in intermediate queue."
 
 
 class LoopState(enum.Enum):
-    """Where the work loop is; what a stop signal does depends on it (see `LeasedWorker._shutdown`)."""
+    """Where the work loop is, and so when a stop signal (which only sets a flag) ends it."""
 
     STARTING = "registering the worker"
     WAITING = "waiting for a job"
-    """Holding no job: a stop ends the loop at once."""
+    """Holding no job: a stop ends the loop after the wait in progress (at most STOP_POLL_S)."""
     TAKING = "taking jobs"
     """Jobs taken off the queue, not yet started: a stop waits until they are scored."""
     SCORING = "scoring jobs"
@@ -146,7 +151,8 @@ class LeasedWorker(SimpleWorker):
         """Take and run jobs until stopped (SIGINT/SIGTERM) or, with `burst`, until the queue is
         empty; Redis outages are waited out. Returns whether any job was run."""
         self.redis_waiter.call(lambda: self.bootstrap(logging_level), LoopState.STARTING.value)
-        self._install_signal_handlers()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self.request_stop)  # rq's: a second signal stops at once (cold)
         worked = False
         try:
             while not self._stop_requested:
@@ -163,7 +169,7 @@ class LeasedWorker(SimpleWorker):
                         raise
                     self.redis_waiter.failed(error, "waiting for jobs")
                     self.redis_waiter.call(self.heartbeat, "rejoining the queue")
-        except StopRequested:
+        except StopRequested:  # rq's suspension check, suspended in burst mode
             pass
         finally:
             self.loop_state = LoopState.STOPPING
@@ -171,26 +177,31 @@ class LeasedWorker(SimpleWorker):
         return worked
 
     def _next_job(self, burst: bool) -> tuple[Job, Queue] | None:
-        """The next job and its queue; None in burst mode once the queue is empty."""
+        """The next job and its queue; None once a stop was asked for, or in burst mode once the queue
+        is empty. Waits STOP_POLL_S at a time, so that a stop is seen between two waits, never inside
+        one that took a job; heartbeats, suspension and maintenance keep rq's cadence (one wait of
+        dequeue_timeout)."""
         self.set_state(WorkerStatus.IDLE)
         self.loop_state = LoopState.WAITING
-        while True:
-            self.heartbeat()
-            self.check_for_suspension(burst)
-            if self.should_run_maintenance_tasks and time.monotonic() >= self._cleanup_paused_until:
-                self.run_maintenance_tasks()
+        beat_due = 0.0
+        while not self._stop_requested:
+            if time.monotonic() >= beat_due:
+                self.heartbeat()
+                self.check_for_suspension(burst)
+                if self.should_run_maintenance_tasks and time.monotonic() >= self._cleanup_paused_until:
+                    self.run_maintenance_tasks()
+                beat_due = time.monotonic() + self.dequeue_timeout
             try:
                 taken = self.queue_class.dequeue_any(
-                    self._ordered_queues, None if burst else self.dequeue_timeout, connection=self.connection,
+                    self.queues, None if burst else STOP_POLL_S, connection=self.connection,
                     job_class=self.job_class, serializer=self.serializer, death_penalty_class=self.death_penalty_class,
                 )
             except DequeueTimeout:
                 continue
             if taken is not None:
-                # From here a stop waits for the job; one landing before this line leaves the job to
-                # rq's intermediate-queue cleanup, which retries it.
                 self.loop_state = LoopState.TAKING
             return taken
+        return None
 
     @property
     def stop_requested(self) -> bool:
@@ -207,14 +218,12 @@ class LeasedWorker(SimpleWorker):
         if self.birth_date is None:
             return  # not registered yet
         connection = pipeline if pipeline is not None else self.connection
-        connection.hset(self.key, mapping={**self.serialize(), "state": self._state})
+        connection.hset(self.key, mapping={**self.serialize(), "state": self.get_state()})
         worker_registration.register(self, connection)
 
     def _shutdown(self) -> None:
-        """rq's warm shutdown without its Redis write: this runs in a signal handler, and Redis may be away.
-        Ends the loop at once only while it holds no job."""
-        if self.loop_state in (LoopState.STARTING, LoopState.WAITING):
-            raise StopRequested()
+        """rq's warm shutdown without its Redis write (this runs in a signal handler, and Redis may be
+        away) and without raising: the loop stops where it holds no job (see LoopState)."""
         self._stop_requested = True
 
     def handle_job_failure(

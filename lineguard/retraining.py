@@ -24,16 +24,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 from sqlalchemy import Engine
 
 from lineguard.registration import register_checkpoint
 from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration
 from model.checkpoint import load_checkpoint, read_checkpoint, save_recalibrated
-from model.images import list_images, read_image
+from model.images import list_images
 from model.recipe import Recipe, TrainingSettings
 from model.teacher import RANDOM_TEACHER
-from model.training import TrainingResult, good_image_folder, train
+from model.training import TrainingResult, calibration_scores, good_image_folder, train
 from store.artifacts import ArtifactStore, key_part
 from store.errors import ArtifactError
 from store.records import ModelInfo, scored_parts
@@ -142,22 +141,22 @@ def retrain(
     recipe = Recipe.model_validate({**base.recipe, "input_shape": None})
     result = train(data.folder, out, recipe, settings, teacher_spec(base), progress=progress)
     if data.calibration_parts:
-        result = calibrate_on_line(base, data, result, settings.device)
+        result = calibrate_on_line(base, data, result, settings.device, progress)
     register_checkpoint(engine, result.checkpoint)
     return result
 
 
-def calibrate_on_line(base: ModelInfo, data: RetrainingData, result: TrainingResult, device: str) -> TrainingResult:
+def calibrate_on_line(base: ModelInfo, data: RetrainingData, result: TrainingResult, device: str, progress: bool = False) -> TrainingResult:
     """Rewrite the candidate with a threshold from the line pictures it never trained on: those
     held out in `data.calibration_folder` and those the training held out from its folder."""
     trained_aside = [name for name in read_checkpoint(result.checkpoint)["training_data"]["calibration_images"] if name.startswith(LINE_PREFIX)]
     paths = list_images(data.calibration_folder) + [data.folder / name for name in trained_aside]
     candidate = load_checkpoint(result.checkpoint, device=device)
-    scores = np.concatenate([candidate.raw_scores([read_image(path) for path in paths[start : start + 8]]) for start in range(0, len(paths), 8)])
+    scores, scored = calibration_scores(candidate, paths, progress)
     calibration = fit_calibration(scores, float(base.calibration["false_reject_rate"]))
-    false_alarms = sum(path.name.startswith(f"{LINE_PREFIX}false_alarm") for path in paths)
+    false_alarms = sum(name.startswith(f"{LINE_PREFIX}false_alarm") for name in scored)
     provenance = {
-        "line": data.line, "from_version": result.version, "parts": len(paths), "passed_parts": len(paths) - false_alarms,
+        "line": data.line, "from_version": result.version, "parts": len(scored), "passed_parts": len(scored) - false_alarms,
         "false_alarms": false_alarms, "since": None, "recalibrated_at": datetime.now(UTC).isoformat(),
     }
     version, path = save_recalibrated(result.checkpoint, calibration, provenance, result.checkpoint)

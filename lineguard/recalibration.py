@@ -111,16 +111,21 @@ def save_recalibration(plan: RecalibrationPlan, out: Path | None = None) -> tupl
     """Write the recalibrated checkpoint (default: beside the base model's); returns (version, path).
     Registering and activating it is the caller's step."""
     source = Path(plan.base.checkpoint_path)
-    recalibration = {
-        "line": plan.line,
-        "from_version": plan.base.version,
-        "parts": plan.parts,
-        "passed_parts": plan.passed,
-        "false_alarms": plan.false_alarms,
-        "since": plan.since.isoformat() if plan.since else None,
+    recalibration = recalibration_record(plan.line, plan.base.version, plan.passed, plan.false_alarms, plan.since)
+    return save_recalibrated(source, plan.calibration, recalibration, out)
+
+
+def recalibration_record(line: str, from_version: str, passed: int, false_alarms: int, since: datetime | None) -> dict:
+    """What a recalibrated checkpoint says of its threshold's origin (the Models page's sentence)."""
+    return {
+        "line": line,
+        "from_version": from_version,
+        "parts": passed + false_alarms,
+        "passed_parts": passed,
+        "false_alarms": false_alarms,
+        "since": since.isoformat() if since else None,
         "recalibrated_at": datetime.now(UTC).isoformat(),
     }
-    return save_recalibrated(source, plan.calibration, recalibration, out)
 
 
 def _known_good(part: ScoredPart) -> bool:

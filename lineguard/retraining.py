@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from lineguard.recalibration import recalibration_record
 from lineguard.registration import register_checkpoint
 from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration
 from model.checkpoint import load_checkpoint, read_checkpoint, save_recalibrated
@@ -155,10 +156,7 @@ def calibrate_on_line(base: ModelInfo, data: RetrainingData, result: TrainingRes
     scores, scored = calibration_scores(candidate, paths, progress)
     calibration = fit_calibration(scores, float(base.calibration["false_reject_rate"]))
     false_alarms = sum(name.startswith(f"{LINE_PREFIX}false_alarm") for name in scored)
-    provenance = {
-        "line": data.line, "from_version": result.version, "parts": len(scored), "passed_parts": len(scored) - false_alarms,
-        "false_alarms": false_alarms, "since": None, "recalibrated_at": datetime.now(UTC).isoformat(),
-    }
+    provenance = recalibration_record(data.line, result.version, len(scored) - false_alarms, false_alarms, since=None)
     version, path = save_recalibrated(result.checkpoint, calibration, provenance, result.checkpoint)
     return TrainingResult(path, version, calibration.threshold, result.seconds)
 

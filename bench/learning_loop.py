@@ -10,12 +10,15 @@ model, stored as the worker stores them (rows, pictures of flagged parts and of 
 - the original model;
 - after `models recalibrate` on the past half (same weights, threshold from the line's parts);
 - after `models retrain` (original images + the past half's false alarms and kept passed pictures;
-  its threshold from the line pictures it did not train on).
+  its threshold from the line pictures it did not train on, each weighted by the line's parts of its
+  kind; also printed: the threshold those pictures give unweighted).
 
 For each it prints the false-reject rate and defect recall on the second half, and the reviews it
 needed; and, whatever the threshold, how well its scores separate good from defective parts (image
 AUROC, and the recall of the best threshold for the stated rate), also for the original on the same
-views under the training folder's light: what the line's light costs. Trainings are short proxies (`--steps`); run it under the training lock:
+views under the training folder's light: what the line's light costs. The original's and the
+recalibration's rows print before the retraining starts. Trainings are short proxies (`--steps`);
+run it under the training lock:
 
     flock /tmp/lineguard-train.lock .venv/bin/python bench/learning_loop.py --out runs/learning
 """
@@ -33,13 +36,14 @@ import numpy as np
 
 from lineguard.recalibration import plan_recalibration
 from lineguard.registration import register_checkpoint
-from lineguard.retraining import gather_training_data, retrain
+from lineguard.retraining import gather_training_data, line_calibration_pictures, retrain
 from model.augment import augmented_view
+from model.calibration import fit_calibration
 from model.checkpoint import load_checkpoint, read_checkpoint
 from model.images import list_images, read_image
 from model.metrics import image_auroc
 from model.recipe import Recipe, TrainingSettings
-from model.training import train
+from model.training import calibration_scores, train
 from store.artifacts import open_artifact_store
 from store.db import make_engine, upgrade
 from store.records import InspectionRecord, active_model_info, save_frame_reviews, write_inspections
@@ -96,6 +100,13 @@ def rates(flags: list[bool], truth: list[bool]) -> tuple[float, float]:
     """(false-reject rate on good parts, recall on defective parts)."""
     flags_array, truth_array = np.array(flags), np.array(truth)
     return float(flags_array[~truth_array].mean()), float(flags_array[truth_array].mean())
+
+
+TABLE_HEADER = f"\n{'model':14}{'stated FRR':>12}{'measured FRR':>14}{'defect recall':>15}{'AUROC':>8}{'best recall':>13}{'reviews':>9}"
+
+
+def print_row(name: str, stated_rate: float, false_rejects: float, recall: float, area: float, best_recall: float, reviews: int) -> None:
+    print(f"{name:14}{stated_rate:>12.1%}{false_rejects:>14.1%}{recall:>15.1%}{area:>8.3f}{best_recall:>13.1%}{reviews:>9}", flush=True)
 
 
 def main() -> None:
@@ -173,23 +184,27 @@ def main() -> None:
     stated = original.calibration.false_reject_rate
     original_separation = separation(future_results, truth, stated)
     training_light = separation(score(original, [image for *_, image in future]), truth, stated)
-    rows = [("original", stated, *rates([r.is_anomaly for r in future_results], truth), *original_separation, 0)]
-
     plan = plan_recalibration(engine, LINE)
     threshold = plan.calibration.threshold
-    rows.append(
-        ("recalibrated", plan.calibration.false_reject_rate, *rates([r.raw_score > threshold for r in future_results], truth), *original_separation, reviews)
-    )
     print(
         f"recalibration on {plan.parts} past parts ({plan.false_alarms} reviewed false alarms): threshold "
         f"{original.calibration.threshold:.4g} -> {threshold:.4g}"
+    )
+    print(TABLE_HEADER)
+    print_row("original", stated, *rates([r.is_anomaly for r in future_results], truth), *original_separation, 0)
+    print_row("recalibrated", plan.calibration.false_reject_rate, *rates([r.raw_score > threshold for r in future_results], truth), *original_separation, reviews)
+    print(
+        f"best recall: at the threshold that flags the stated share of these good parts. The original on the same "
+        f"parts under the training folder's light: AUROC {training_light[0]:.3f}, best recall {training_light[1]:.1%}\n",
+        flush=True,
     )
 
     base = active_model_info(engine, LINE)
     data = gather_training_data(engine, artifacts, base, LINE, args.out / "candidate.data", DEV_SET)
     print(
         f"retraining on {data.original_images} original images, {data.false_alarms} false alarms, {data.passed_parts} passed pictures; "
-        f"{data.calibration_parts} line pictures held out for its threshold"
+        f"{data.calibration_parts} line pictures held out for its threshold",
+        flush=True,
     )
     result = retrain(engine, base, data, args.out / "candidate.pt", settings)
     candidate = load_checkpoint(result.checkpoint, device=args.device)
@@ -199,18 +214,17 @@ def main() -> None:
         + (f"{candidate_training['recalibration']['parts']} line pictures it never trained on" if "recalibration" in candidate_training else "held out of its training folder")
     )
     candidate_results = score(candidate, [image for _, _, image, _ in future])
-    rows.append(
-        ("retrained", candidate.calibration.false_reject_rate, *rates([r.is_anomaly for r in candidate_results], truth),
-         *separation(candidate_results, truth, stated), reviews)
-    )
-
-    print(f"\n{'model':14}{'stated FRR':>12}{'measured FRR':>14}{'defect recall':>15}{'AUROC':>8}{'best recall':>13}{'reviews':>9}")
-    for name, stated_rate, false_rejects, recall, area, best_recall, needed in rows:
-        print(f"{name:14}{stated_rate:>12.1%}{false_rejects:>14.1%}{recall:>15.1%}{area:>8.3f}{best_recall:>13.1%}{needed:>9}")
-    print(
-        f"best recall: at the threshold that flags the stated share of these good parts. The original on the same "
-        f"parts under the training folder's light: AUROC {training_light[0]:.3f}, best recall {training_light[1]:.1%}"
-    )
+    candidate_separation = separation(candidate_results, truth, stated)
+    print(TABLE_HEADER)
+    print_row("retrained", candidate.calibration.false_reject_rate, *rates([r.is_anomaly for r in candidate_results], truth), *candidate_separation, reviews)
+    if "recalibration" in candidate_training:
+        line_scores, _ = calibration_scores(candidate, line_calibration_pictures(data, result.checkpoint), progress=False)
+        unweighted = fit_calibration(line_scores, candidate.calibration.false_reject_rate).threshold
+        print_row(
+            "unweighted", candidate.calibration.false_reject_rate, *rates([r.raw_score > unweighted for r in candidate_results], truth),
+            *candidate_separation, reviews,
+        )
+        print(f"unweighted: the retrained model at the threshold its held-out line pictures give unweighted ({unweighted:.4g})")
     print(f"\n{time.monotonic() - started:.0f} s in all")
     engine.dispose()
 

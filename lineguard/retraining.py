@@ -11,9 +11,13 @@ training folder's (other light, other batches), so held-out images of the folder
 false-reject rate the line does not see. Every other line picture (passed or false alarm, never a
 confirmed defect) is kept out of training, and the candidate's raw scores on those, plus on the line
 pictures the training held out itself, set the threshold at the active model's stated rate. The
-false alarms are all kept while passed parts are a sample, so the sample leans to the line's harder
-good parts: the threshold errs high (fewer false alarms than stated). With fewer than
-`MIN_LINE_CALIBRATION` line pictures the folder's own calibration stays, and the candidate says so.
+false alarms are all kept while passed parts are a sample (one in 50), so each held-out picture is
+weighted by how many of the line's parts of its kind it stands for (the line's false alarms, or its
+passed parts, over the held-out pictures of that kind): unweighted, the sample leans to the harder
+good parts and the threshold errs high, fewer false alarms than stated and defects missed. The
+weights count from the order statistic's minimum on (99 pictures at 1%: `fit_calibration`); below
+it the lean stays, on the side of fewer false alarms. With fewer than `MIN_LINE_CALIBRATION` line pictures the folder's own calibration stays,
+and the candidate says so.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import Engine
 
 from lineguard.recalibration import recalibration_record
@@ -48,13 +53,17 @@ DEFAULT_PASSED_PARTS = 500
 MIN_LINE_CALIBRATION = 2 * MIN_CALIBRATION_IMAGES
 #: Line pictures' names in the training folder start with this; the held-out ones live beside it.
 LINE_PREFIX = "line-"
+#: The two kinds of line pictures, as their names say (`line-<kind>-<frame>.jpg`).
+FALSE_ALARM_KIND, PASSED_KIND = "false_alarm", "passed"
 _FILE_TEACHER_PREFIX = "file:"
 
 
 @dataclass(frozen=True)
 class RetrainingData:
     """The folder a retraining trains on, and what is in it; `calibration_folder` holds the line
-    pictures kept out of training to set the threshold (empty below `MIN_LINE_CALIBRATION`)."""
+    pictures kept out of training to set the threshold (empty below `MIN_LINE_CALIBRATION`);
+    `line_good_parts` counts the line's good parts of each kind, pictured or not (what the
+    held-out pictures of a kind stand for)."""
 
     line: str
     folder: Path
@@ -65,6 +74,7 @@ class RetrainingData:
     extra_images: int
     calibration_folder: Path
     calibration_parts: int
+    line_good_parts: dict[str, int]
 
 
 def default_candidate_path(base: ModelInfo, line: str) -> Path:
@@ -101,11 +111,13 @@ def gather_training_data(
         folder.mkdir(parents=True)
     originals = _link_all(list_images(original), staging, "original")
     extras = sum(_link_all(list_images(Path(folder)), staging, f"extra{index}") for index, folder in enumerate(extra))
-    parts = scored_parts(engine, line, None, with_image=True)
-    false_alarms = [part for part in parts if part.review == FALSE_ALARM_REVIEW]
-    passed = [part for part in parts if part.review is None and part.verdict != FLAGGED_VERDICT][-passed_parts:] if passed_parts else []
+    parts = scored_parts(engine, line, None)
+    line_false_alarms = [part for part in parts if part.review == FALSE_ALARM_REVIEW]
+    line_passed = [part for part in parts if part.review is None and part.verdict != FLAGGED_VERDICT]
+    false_alarms = [part for part in line_false_alarms if part.image_key]
+    passed = [part for part in line_passed if part.image_key][-passed_parts:] if passed_parts else []
     pictures: list[tuple[str, bytes]] = []
-    for kind, chosen in (("false_alarm", false_alarms), ("passed", passed)):
+    for kind, chosen in ((FALSE_ALARM_KIND, false_alarms), (PASSED_KIND, passed)):
         for part in chosen:
             try:
                 pictures.append((f"{LINE_PREFIX}{kind}-{key_part(part.frame_id)}.jpg", artifacts.get(part.image_key)))
@@ -113,15 +125,29 @@ def gather_training_data(
                 log.warning("%s: its picture is gone (%s); trained without it", part.frame_id, error)
     # Alternate pictures, so both kinds and every stretch of the line's time are on both sides.
     holding_out = len(pictures) >= MIN_LINE_CALIBRATION
-    copied = {"false_alarm": 0, "passed": 0}
+    copied = {FALSE_ALARM_KIND: 0, PASSED_KIND: 0}
     for index, (name, picture) in enumerate(pictures):
         calibrating = holding_out and index % 2 == 1
         (held_out if calibrating else staging).joinpath(name).write_bytes(picture)
         if not calibrating:
-            copied["false_alarm" if name.startswith(f"{LINE_PREFIX}false_alarm") else "passed"] += 1
+            copied[picture_kind(name)] += 1
     return RetrainingData(
-        line, staging, original, originals, copied["false_alarm"], copied["passed"], extras, held_out, len(pictures) - sum(copied.values())
+        line, staging, original, originals, copied[FALSE_ALARM_KIND], copied[PASSED_KIND], extras, held_out,
+        len(pictures) - sum(copied.values()), {FALSE_ALARM_KIND: len(line_false_alarms), PASSED_KIND: len(line_passed)},
     )
+
+
+def picture_kind(name: str) -> str:
+    """The kind of a line picture by its name: FALSE_ALARM_KIND or PASSED_KIND."""
+    return FALSE_ALARM_KIND if name.startswith(f"{LINE_PREFIX}{FALSE_ALARM_KIND}-") else PASSED_KIND
+
+
+def line_weights(names: list[str], line_good_parts: dict[str, int]) -> np.ndarray:
+    """How many of the line's good parts each held-out picture stands for: the line's parts of its
+    kind over the held-out pictures of that kind (a kind's parts without a held-out picture are not
+    represented)."""
+    kinds = [picture_kind(name) for name in names]
+    return np.array([line_good_parts[kind] / kinds.count(kind) for kind in kinds], dtype=np.float64)
 
 
 def calibration_folder(staging: Path) -> Path:
@@ -149,16 +175,22 @@ def retrain(
 
 def calibrate_on_line(base: ModelInfo, data: RetrainingData, result: TrainingResult, device: str, progress: bool = False) -> TrainingResult:
     """Rewrite the candidate with a threshold from the line pictures it never trained on: those
-    held out in `data.calibration_folder` and those the training held out from its folder."""
-    trained_aside = [name for name in read_checkpoint(result.checkpoint)["training_data"]["calibration_images"] if name.startswith(LINE_PREFIX)]
-    paths = list_images(data.calibration_folder) + [data.folder / name for name in trained_aside]
+    held out in `data.calibration_folder` and those the training held out from its folder, each
+    weighted by the line's parts it stands for (`line_weights`)."""
     candidate = load_checkpoint(result.checkpoint, device=device)
-    scores, scored = calibration_scores(candidate, paths, progress)
-    calibration = fit_calibration(scores, float(base.calibration["false_reject_rate"]))
-    false_alarms = sum(name.startswith(f"{LINE_PREFIX}false_alarm") for name in scored)
+    scores, scored = calibration_scores(candidate, line_calibration_pictures(data, result.checkpoint), progress)
+    calibration = fit_calibration(scores, float(base.calibration["false_reject_rate"]), line_weights(scored, data.line_good_parts))
+    false_alarms = sum(picture_kind(name) == FALSE_ALARM_KIND for name in scored)
     provenance = recalibration_record(data.line, result.version, len(scored) - false_alarms, false_alarms, since=None)
     version, path = save_recalibrated(result.checkpoint, calibration, provenance, result.checkpoint)
     return TrainingResult(path, version, calibration.threshold, result.seconds)
+
+
+def line_calibration_pictures(data: RetrainingData, candidate: Path) -> list[Path]:
+    """The line pictures `candidate` never trained on: those held out in `data.calibration_folder`
+    and those its training held out from its folder."""
+    trained_aside = [name for name in read_checkpoint(candidate)["training_data"]["calibration_images"] if name.startswith(LINE_PREFIX)]
+    return list_images(data.calibration_folder) + [data.folder / name for name in trained_aside]
 
 
 def teacher_spec(base: ModelInfo) -> str | None:

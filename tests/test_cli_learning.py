@@ -16,6 +16,7 @@ from store_fixtures import BASE_TIME, make_record
 
 from lineguard.cli import main
 from lineguard.registration import register_checkpoint
+from lineguard.retraining import gather_training_data, line_weights
 from lineguard.settings import Settings
 from model.checkpoint import load_checkpoint, weights_version
 from store.db import make_engine, upgrade
@@ -241,6 +242,26 @@ def test_a_retrained_candidate_takes_its_threshold_from_line_pictures_it_never_t
     candidate = get_model(engine, payload["version"])
     assert weights_version(candidate.version) == line_calibration["from_version"] and f"registered candidate {candidate.version}" in out_text
     assert active_model_for_line(engine, LINE) == version
+
+
+def test_each_held_out_line_picture_stands_for_the_lines_good_parts_of_its_kind(line_store, sqlite_line_settings, tmp_path, capsys) -> None:  # noqa: F811
+    """Every false alarm keeps its picture but only some passed parts do: a held-out picture is
+    weighted by the line's parts of its kind (10 false alarms, 120 passed parts; flagged parts
+    nobody reviewed are neither) over the held-out pictures of that kind (5 and 7)."""
+    from model.images import list_images
+    from store.artifacts import open_artifact_store
+    from store.records import active_model_info
+
+    engine, _ = line_store
+    frames = [f"fa-{i}" for i in range(10)] + [f"p-{i}" for i in range(14)]
+    original = keep_pictures(engine, sqlite_line_settings, frames, tmp_path)
+    assert run(capsys, "review", *frames[:10], "--verdict", "false_alarm", "--reviewer", "ana")[0] == 0
+    artifacts = open_artifact_store(sqlite_line_settings.artifacts_url)
+    data = gather_training_data(engine, artifacts, active_model_info(engine, LINE), LINE, tmp_path / "staging", original)
+    assert data.line_good_parts == {"false_alarm": 10, "passed": 120}
+    names = [path.name for path in list_images(data.calibration_folder)]
+    assert sorted(line_weights(names, data.line_good_parts).tolist()) == [2.0] * 5 + [120 / 7] * 7
+    assert line_weights(["line-false_alarm-a.jpg", "line-passed-false_alarm.jpg"], data.line_good_parts).tolist() == [10.0, 120.0]
 
 
 def test_a_training_job_whose_worker_died_reads_as_abandoned(line_redis) -> None:  # noqa: F811

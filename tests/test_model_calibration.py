@@ -91,3 +91,42 @@ def test_round_trip_through_a_dict():
 def test_bad_calibration_input_is_refused(scores, rate, message):
     with pytest.raises(ValueError, match=message):
         fit_calibration(np.array(scores), rate)
+
+
+def test_equal_weights_change_nothing():
+    scores = np.random.default_rng(3).lognormal(0.0, 0.5, 150)
+    assert fit_calibration(scores, 0.01, np.full(150, 7.0)) == fit_calibration(scores, 0.01)
+    assert fit_calibration(scores[:40], 0.05, np.full(40, 0.5)) == fit_calibration(scores[:40], 0.05)
+
+
+def test_weights_undo_a_sample_that_keeps_every_false_alarm_and_one_passed_part_in_ten():
+    """A line whose old threshold flags 20% of its good parts keeps every flagged part's picture but
+    one passed part's in 10: unweighted, the sample is two thirds false alarms and its threshold
+    flags far fewer good parts than stated (recall lost); weighted by the parts each picture stands
+    for, the stated rate holds again (at most, and not far below it)."""
+    rng = np.random.default_rng(4)
+    old_threshold = float(np.exp(0.5 * norm.ppf(0.8)))
+    weighted, unweighted = [], []
+    for _ in range(400):
+        line = skewed_scores(rng, 2000)
+        false_alarms, passed = line[line > old_threshold], line[line <= old_threshold][::10]
+        sample = np.concatenate([false_alarms, passed])
+        weights = np.concatenate([np.ones(false_alarms.size), np.full(passed.size, np.sum(line <= old_threshold) / passed.size)])
+        weighted.append(skewed_survival(fit_calibration(sample, 0.01, weights).threshold))
+        unweighted.append(skewed_survival(fit_calibration(sample, 0.01).threshold))
+    assert 0.005 <= float(np.mean(weighted)) <= 0.0105
+    assert float(np.mean(unweighted)) < 0.005
+
+
+def test_weights_count_only_with_enough_scores_for_the_order_statistic():
+    scores = np.random.default_rng(5).lognormal(0.0, 0.5, 99)
+    weights = np.r_[np.ones(60), np.full(39, 10.0)]
+    assert fit_calibration(scores[:98], 0.01, weights[:98]) == fit_calibration(scores[:98], 0.01)
+    assert fit_calibration(scores, 0.01, weights) != fit_calibration(scores, 0.01)
+
+
+def test_weights_are_one_positive_number_per_score():
+    with pytest.raises(ValueError, match="one positive number per score"):
+        fit_calibration(np.arange(20.0), 0.01, np.ones(19))
+    with pytest.raises(ValueError, match="one positive number per score"):
+        fit_calibration(np.arange(20.0), 0.01, np.r_[np.ones(19), 0.0])

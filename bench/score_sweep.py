@@ -60,10 +60,11 @@ def combined_maps(model, paths: list[Path]) -> list[dict[str, torch.Tensor]]:
     return maps
 
 
-def add_spread_weighted(held_out: list[dict[str, torch.Tensor]], test: list[dict[str, torch.Tensor]], taps: int) -> None:
-    """Add "spread-weighted": each tap's map standardised by the mean and sd of its pixels on the
-    held-out good images (instead of divided by its mean on training images), then summed; a tap
-    whose good maps vary much counts less."""
+def add_combinations(held_out: list[dict[str, torch.Tensor]], test: list[dict[str, torch.Tensor]], taps: int) -> None:
+    """Add two more maps per image: "spread-weighted", each tap's map standardised by the mean and
+    sd of its pixels on the held-out good images (instead of divided by its mean on training
+    images), then summed, so a tap whose good maps vary much counts less; and "taps 0+1", the two
+    shallowest taps alone (without the deepest, where unseen good parts differ most)."""
     stats = []
     for k in range(taps):
         pixels = torch.cat([m[f"tap{k}"].flatten() for m in held_out])
@@ -101,7 +102,7 @@ def main() -> None:
     held_out = combined_maps(model, [folder / name for name in payload["training_data"]["calibration_images"]])
     cases = find_test_cases(args.category)
     test = combined_maps(model, [case.image for case in cases])
-    add_spread_weighted(held_out, test, len(model.recipe.taps))
+    add_combinations(held_out, test, len(model.recipe.taps))
     labels = np.array([case.is_defective for case in cases], dtype=int)
     masks = []
     for case, test_map in zip(cases, test):

@@ -161,6 +161,17 @@ def models(database_url: str) -> list[ModelInfo]:
     return list_models(engine(database_url))
 
 
+def models_with(database_url: str, version: str | None) -> list[ModelInfo]:
+    """Every registered model, newest first, read again when ``version`` is not among the cached ones:
+    a link to a model registered since the list was cached (a candidate just trained) opens that
+    model, not another one. ``version`` None: the cached list."""
+    cached = models(database_url)
+    if version is None or any(model.version == version for model in cached):
+        return cached
+    models.clear()
+    return models(database_url)
+
+
 @st.cache_data(ttl=REFERENCE_TTL_S, show_spinner=False)
 def streams(database_url: str) -> list[tuple[str, str]]:
     """Every (line, camera) with inspections, sorted."""

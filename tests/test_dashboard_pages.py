@@ -349,6 +349,30 @@ def test_models_page_promotes_and_rolls_back_as_one_action_each(dashboard_env: P
         engine.dispose()
 
 
+def test_a_link_to_a_model_registered_since_the_list_was_read_opens_that_model(dashboard_env: Populated) -> None:
+    """The model list is cached for a while; a link to a candidate registered meanwhile (one just
+    trained) must open the candidate, not another model."""
+    from store import register_model
+
+    assert "ts-candidate-1" not in set(table_with(open_page("models"), "calibration threshold")["version"])  # the list is cached
+    engine = make_engine(dashboard_env.database_url)
+    try:
+        register_model(
+            engine, version="ts-candidate-1", checkpoint_path="/models/ts-candidate-1.pt", recipe={"image_size": 128},
+            calibration={"threshold": 3.0, "false_reject_rate": 0.01, "n_images": 12}, metrics={},
+            teacher_source="file:vgg16_imagenet_features.pth", random_teacher=False, training_data={"images": 60},
+        )
+    finally:
+        engine.dispose()
+    at = app()
+    at.query_params["models_version"] = "ts-candidate-1"
+    at.run()
+    at.switch_page("views/models.py").run()
+    assert not at.exception, [item.value for item in at.exception]
+    assert at.subheader[0].value == "ts-candidate-1"
+    assert "ts-candidate-1" in set(table_with(at, "calibration threshold")["version"])
+
+
 # --- PostgreSQL ---
 
 

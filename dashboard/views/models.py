@@ -252,7 +252,7 @@ def main() -> None:
     settings = DashboardSettings.from_environment()
     database_url = settings.services.database_url
     st.title("Models")
-    models = sources.models(database_url)
+    models = sources.models_with(database_url, st.query_params.get("models_version"))
     if not models:
         st.info("No model is registered yet.")
         return

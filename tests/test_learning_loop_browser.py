@@ -61,8 +61,11 @@ RECALIBRATED_RATE = "0.05"
 #: loaded machine starts a Python process with torch in minutes).
 LINE_WAIT_S = 300
 REVIEWER = "Ana"
-#: Seconds a page opened again is given to show what is looked for before it is opened once more.
+#: Seconds a page opened again is given to finish its script run before it is opened once more.
 PAGE_DRAWN_S = 15
+#: Seconds the elements of a finished run are given to show what is looked for before the page is
+#: opened once more (what the page showed was read from a cache of a few seconds).
+PAGE_SHOWN_S = 2
 #: What the browser showed when the test failed.
 SCREENSHOT = Path(__file__).resolve().parents[1] / "test-artifacts" / "learning-loop-failure.png"
 
@@ -194,8 +197,10 @@ def test_reviews_recalibration_retraining_comparison_shadow_promotion_and_rollba
                     return next((e.text for e in browser.find_elements(By.CSS_SELECTOR, selector) if text in e.text), None)
 
                 def opened() -> str | None:
-                    browser.get(url + path)
-                    return poll(found, PAGE_DRAWN_S)
+                    browser.get(url + path)  # a new page: its state is "initial" until its run starts
+                    if not poll(idle, PAGE_DRAWN_S):
+                        return None
+                    return poll(found, PAGE_SHOWN_S)
 
                 return wait_for(opened, 4 * WAIT_S, what)
 

@@ -108,8 +108,11 @@ def test_redis_sigkilled_and_restarted_empty_mid_run_loses_no_file(private_redis
         assert row_count(engine) < files  # mid-run: frames are still queued
 
         private_redis.kill()
-        time.sleep(8)  # away long enough that redis-py's own quick retries give up
-        private_redis.start()  # the same port, empty
+        # Away until the worker and the ingester have each found it away once redis-py's own quick
+        # retries gave up (their outage warnings), then back: the same port, empty.
+        for log in ("survivor.log", "ingest.log"):
+            wait_until(lambda log=log: "Redis is unreachable" in (tmp_path / log).read_text(), 60, f"Redis to be found away ({log})")
+        private_redis.start()
 
         wait_until(lambda: row_count(engine) == files, 240, "a row for every file")
         wait_until(lambda: workers_alive(private_redis.url) == 1, 60, "the worker to count as alive again")

@@ -176,7 +176,7 @@ def model_from_payload(payload: dict[str, Any], path: str | Path, device: str = 
     try:
         recipe = Recipe.model_validate(payload["recipe"])
         calibration = Calibration.from_dict(payload["calibration"])
-        network = TeacherStudent(recipe)
+        network = TeacherStudent(recipe, initialise=False)  # every weight is loaded next
         network.load_state_dict(payload["state_dict"], strict=True)
         # Checkpoints saved before drift alarms have no reference: their frames' images are not compared.
         reference = ImageReference.from_checkpoint(payload["image_reference"]) if "image_reference" in payload else None

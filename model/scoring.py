@@ -56,10 +56,12 @@ class TeacherStudent(nn.Module):
     local one (model/global_branch.py); its forward is then still the whole map.
     """
 
-    def __init__(self, recipe: Recipe) -> None:
+    def __init__(self, recipe: Recipe, initialise: bool = True) -> None:
+        """`initialise` False: the teacher's layers are only built, not initialised (a second of CPU),
+        for a network whose every weight is loaded next (a checkpoint's)."""
         super().__init__()
         self.recipe = recipe
-        self.teacher = Teacher(recipe.backbone, list(recipe.taps))
+        self.teacher = Teacher(recipe.backbone, list(recipe.taps), initialise)
         self.student = Student(self.teacher, recipe.student_width, global_head=recipe.global_branch)
         blur = gaussian_kernel(recipe.blur_sigma) if recipe.blur_sigma > 0 else torch.ones(1)
         self.register_buffer("blur_kernel", blur, persistent=False)

@@ -71,8 +71,18 @@ def tap_stride(backbone: str, taps: list[str]) -> int:
     return 2 ** sum(1 for pool in VGG_POOL_INDEX[backbone] if pool < deepest)
 
 
-def _vgg_features(backbone: str) -> nn.Sequential:
-    return getattr(models, backbone)(weights=None).features
+# torchvision's layer configuration of each backbone (`models.vgg.cfgs`).
+VGG_CONFIG: dict[str, str] = {"vgg16": "D", "vgg19": "E"}
+
+
+def _vgg_features(backbone: str, initialise: bool = True) -> nn.Sequential:
+    """torchvision's `backbone().features`, initialised as torchvision initialises the whole network,
+    classifier included (a random teacher's weights, and the student's initial ones drawn after them,
+    depend on it); with `initialise` False only built, about a second less of CPU, for a network whose
+    every weight is loaded next."""
+    if initialise:
+        return getattr(models, backbone)(weights=None).features
+    return models.vgg.make_layers(models.vgg.cfgs[VGG_CONFIG[backbone]])
 
 
 def _features_state_from(state: dict[str, torch.Tensor], origin: str) -> dict[str, torch.Tensor]:
@@ -134,10 +144,11 @@ def fingerprint(state: dict[str, torch.Tensor]) -> str:
 class Teacher(nn.Module):
     """Frozen VGG truncated after its last tap; returns the tapped feature maps."""
 
-    def __init__(self, backbone: str, taps: list[str]) -> None:
+    def __init__(self, backbone: str, taps: list[str], initialise: bool = True) -> None:
+        """`initialise` False: the layers are only built, for weights loaded next (see `_vgg_features`)."""
         super().__init__()
         self.tap_indices = tap_indices(backbone, taps)
-        self.features = _vgg_features(backbone)[: self.tap_indices[-1] + 1]
+        self.features = _vgg_features(backbone, initialise)[: self.tap_indices[-1] + 1]
         self.requires_grad_(False)
         self.eval()
 

@@ -32,7 +32,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import t as student_t
 
 # The logistic that normalises scores maps the median good score to this value (0.5 is the threshold).
 MEDIAN_GOOD_NORMALISED = 0.1
@@ -72,6 +71,8 @@ class Calibration:
 
 def normal_prediction_bound(scores: np.ndarray, false_reject_rate: float, weights: np.ndarray | None = None) -> float:
     """Upper prediction bound for one new score, if scores are normal (see the module's text)."""
+    from scipy.stats import t as student_t  # here, not with the module: half a second that workers never need
+
     weights = _weights(scores, weights)
     mean, std, n = _weighted_moments(scores, weights)
     # A fitted spread smaller than the scores' own spacing would put the threshold inside the data.

@@ -1,18 +1,22 @@
 """Pictures for the evaluation report: ROC curves, score histograms, heatmap overlays, case panels.
 
 Figures are built on ``matplotlib.figure.Figure`` directly, which renders to PNG without pyplot or
-a global backend, so this module is safe to use from workers and tests alike.
+a global backend, so this module is safe to use from workers and tests alike. Workers use
+`overlay_heatmap` alone: `matplotlib.figure` (half a second to import) is imported by `_figure`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from matplotlib import cm, colors
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from model.metrics import (
     as_labels_and_scores,
@@ -56,7 +60,7 @@ def save_roc_curves(
     sample_labels, sample_scores = _sample_pixels(pixel_masks, pixel_maps, max_plotted_pixels, seed)
     pixel_fpr, pixel_tpr, _ = roc_curve(sample_labels, sample_scores)
 
-    figure = Figure(figsize=(6, 6), dpi=100, layout="constrained")
+    figure = _figure((6, 6))
     axes = figure.add_subplot()
     axes.plot(image_fpr, image_tpr, color="tab:blue", label=f"image AUROC {image_value:.4f}")
     axes.plot(
@@ -90,7 +94,7 @@ def save_score_histogram(
     labels, scores = as_labels_and_scores(image_labels, image_scores)
     # Shared bins so the two classes can be compared bar by bar.
     bins = np.histogram_bin_edges(scores, bins="auto")
-    figure = Figure(figsize=(7, 4.5), dpi=100, layout="constrained")
+    figure = _figure((7, 4.5))
     axes = figure.add_subplot()
     for selected, colour, name in ((~labels, GOOD_COLOUR, "good"), (labels, DEFECTIVE_COLOUR, "defective")):
         axes.hist(scores[selected], bins=bins, color=colour, alpha=0.55, label=f"{name} (n={selected.sum()})")
@@ -170,7 +174,7 @@ def save_case_panel(
                 f"got shape {mask.shape} dtype {mask.dtype}"
             )
 
-    figure = Figure(figsize=(13, 4.8), dpi=100, layout="constrained")
+    figure = _figure((13, 4.8))
     image_axes, overlay_axes, truth_axes = figure.subplots(1, 3)
     image_axes.imshow(image_rgb)
     image_axes.set_title("image")
@@ -189,6 +193,13 @@ def save_case_panel(
         axes.set_axis_off()
     figure.suptitle(title)
     figure.savefig(path, format="png")
+
+
+def _figure(size: tuple[float, float]) -> Figure:
+    """A new figure of `size` inches at 100 dpi, laid out to fit."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size, dpi=100, layout="constrained")
 
 
 def _sample_pixels(

@@ -155,6 +155,13 @@ def start_lineguard(*argv: str, log_path: Path, cwd: Path | None = None) -> subp
 
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
     """Send `sig` to `process` (if it still runs) and wait for its exit status."""
-    if process.poll() is None:
-        os.kill(process.pid, sig)
-    return process.wait(timeout_s)
+    return stop_all([process], sig, timeout_s)[0]
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]], sig: int = signal.SIGTERM, timeout_s: float = 30) -> list[int]:
+    """Send `sig` to each of `processes` still running, then wait for their exit statuses: they stop
+    side by side, not one after the other."""
+    for process in processes:
+        if process.poll() is None:
+            os.kill(process.pid, sig)
+    return [process.wait(timeout_s) for process in processes]

@@ -23,6 +23,7 @@ from line_fixtures import (
     row_count,
     start_lineguard,
     stop,
+    stop_all,
     wait_until,
 )
 from redis import Redis
@@ -117,7 +118,7 @@ def test_redis_sigkilled_and_restarted_empty_mid_run_loses_no_file(private_redis
         wait_until(lambda: row_count(engine) == files, 240, "a row for every file")
         wait_until(lambda: workers_alive(private_redis.url) == 1, 60, "the worker to count as alive again")
         assert worker.poll() is None and ingester.poll() is None
-        assert stop(ingester) == 0 and stop(worker) == 0
+        assert stop_all([ingester, worker]) == [0, 0]
         assert_one_row_per_file(engine, files)
         assert failed_jobs(private_redis.url) == 0
         assert "Redis is unreachable" in (tmp_path / "survivor.log").read_text()

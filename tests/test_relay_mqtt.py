@@ -27,6 +27,7 @@ from line_fixtures import (
     sqlite_engine,  # noqa: F401 - fixture
     start_lineguard,
     stop,
+    stop_all,
     wait_until,
 )
 from mqtt_fixtures import Consumer, own_broker  # noqa: F401 - fixture
@@ -107,7 +108,7 @@ def test_a_broker_killed_mid_run_loses_no_verdict_and_keeps_each_cameras_order(
             first_arrivals = list(dict.fromkeys(m.frame_id for m in received if m.camera == camera))
             in_outbox = [key.removeprefix("verdict:") for key, outbox_camera in outbox if outbox_camera == camera]
             assert first_arrivals == in_outbox, f"{camera}: verdicts arrived out of the outbox's order"
-        assert [stop(process) for process in processes] == [0, 0, 0]
+        assert stop_all(processes) == [0, 0, 0]
     finally:
         consumer.close()
         for process in processes:

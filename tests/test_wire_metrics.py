@@ -18,6 +18,7 @@ from line_fixtures import (
     sqlite_line_settings,  # noqa: F401 - fixture
     start_lineguard,
     stop,
+    stop_all,
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
@@ -92,7 +93,7 @@ def test_a_worker_and_an_ingester_expose_what_they_do_and_the_lines_state(
         ingest = scrape(ingest_port)
         assert ingest[("lineguard_published_frames_total", (("camera", CAMERA), ("line", LINE)))] == FILES
         assert ingest[("lineguard_dropped_frames_total", (("camera", CAMERA), ("line", LINE)))] == 0
-        assert [stop(process) for process in processes] == [0, 0]
+        assert stop_all(processes) == [0, 0]
     finally:
         for process in processes:
             stop(process)

@@ -29,6 +29,7 @@ from line_fixtures import (
     sqlite_line_settings,  # noqa: F401 - fixture
     start_lineguard,
     stop,
+    stop_all,
     wait_until,
 )
 from rq import SimpleWorker
@@ -89,7 +90,7 @@ def test_two_workers_share_the_load_and_stop_cleanly(line_redis, line_settings, 
 
         wait_until(lambda: row_count(engine) == len(frames), 90, "a row for every frame")
 
-        assert [stop(worker) for worker in workers] == [0, 0]
+        assert stop_all(workers) == [0, 0]
         table = inspections_frame(engine)
         assert sorted(table["frame_id"]) == sorted(frame.frame_id for frame in frames)
         assert set(table["worker"]) == {"worker-a", "worker-b"}

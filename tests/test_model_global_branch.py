@@ -54,7 +54,7 @@ def test_without_the_branch_the_map_is_the_local_map_alone():
 
 def test_branch_needs_the_input_shape_it_is_built_for():
     with pytest.raises(ValueError, match="input_shape"):
-        TeacherStudent(Recipe(taps=["relu2_2", "relu3_3"], student_width=0.125, global_branch=True))
+        TeacherStudent(Recipe(taps=["relu2_2", "relu3_3"], student_width=0.125, global_branch=True), initialise=False)
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,21 @@ from model.teacher import TEACHER_WEIGHTS_ENV, Teacher, fingerprint, resolve_tea
 TAPS = ["relu2_2", "relu3_3", "relu4_3"]
 
 
+def built(backbone: str, taps: list[str]) -> Teacher:
+    """A teacher whose layers are only built, not initialised (a second less each): for tests that look
+    at its shapes and modes, or load weights into it."""
+    return Teacher(backbone, taps, initialise=False)
+
+
 def test_teacher_taps_have_vgg_channels_and_scales():
-    teacher = Teacher("vgg16", TAPS)
+    teacher = built("vgg16", TAPS)
     maps = teacher(torch.randn(2, 3, 64, 64))
     assert [tuple(m.shape) for m in maps] == [(2, 128, 32, 32), (2, 256, 16, 16), (2, 512, 8, 8)]
     assert teacher.channels == [128, 256, 512]
 
 
 def test_teacher_is_frozen_and_stays_in_eval_mode():
-    teacher = Teacher("vgg16", TAPS)
+    teacher = built("vgg16", TAPS)
     teacher.train()
     assert not teacher.training
     assert all(not p.requires_grad for p in teacher.parameters())
@@ -26,14 +32,14 @@ def test_teacher_is_frozen_and_stays_in_eval_mode():
 
 @pytest.mark.parametrize("width", [0.25, 1.0])
 def test_student_predicts_every_tap_at_the_teachers_shape(width):
-    teacher = Teacher("vgg16", TAPS)
+    teacher = built("vgg16", TAPS)
     student = Student(teacher, width)
     images = torch.randn(2, 3, 64, 64)
     assert [m.shape for m in student(images)] == [m.shape for m in teacher(images)]
 
 
 def test_vgg19_taps_and_bad_taps_are_checked():
-    assert Teacher("vgg19", ["relu3_4", "relu4_4"]).channels == [256, 512]
+    assert built("vgg19", ["relu3_4", "relu4_4"]).channels == [256, 512]
     with pytest.raises(ValueError, match="relu9_9"):
         tap_indices("vgg16", ["relu9_9"])
     with pytest.raises(ValueError, match="network order"):
@@ -80,7 +86,7 @@ def test_weights_from_explicit_file_match_the_file(teacher_weights):
     weights = resolve_teacher_weights("vgg16", str(teacher_weights))
     assert weights.source == f"file:{teacher_weights.resolve()}"
     assert not weights.is_random
-    teacher = Teacher("vgg16", TAPS)
+    teacher = built("vgg16", TAPS)
     teacher.load_weights(weights.state_dict, weights.source)
     direct = torch.load(teacher_weights, weights_only=True)
     assert torch.equal(teacher.features[0].weight, direct["0.weight"])
@@ -112,7 +118,7 @@ def test_missing_or_foreign_weight_files_say_how_to_provide_weights(tmp_path):
     with pytest.raises(TeacherWeightsError, match="cannot read"):
         resolve_teacher_weights("vgg16", str(not_weights))
     torch.save({"fc.weight": torch.zeros(2)}, tmp_path / "other.pth")
-    teacher = Teacher("vgg16", TAPS)
+    teacher = built("vgg16", TAPS)
     with pytest.raises(TeacherWeightsError, match="lacks teacher layers"):
         teacher.load_weights(resolve_teacher_weights("vgg16", str(tmp_path / "other.pth")).state_dict, "other.pth")
 

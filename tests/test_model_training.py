@@ -164,7 +164,7 @@ def test_a_round_of_teacher_features_is_bounded_by_its_memory_not_by_the_data():
     from model.scoring import TeacherStudent
     from model.training import views_per_round
 
-    network = TeacherStudent(Recipe(input_shape=(256, 256)))
+    network = TeacherStudent(Recipe(input_shape=(256, 256)), initialise=False)  # its shapes count, not its weights
     bytes_per_view = 2 * (128 * 128 * 128 + 256 * 64 * 64 + 512 * 32 * 32)
     settings = TrainingSettings(steps=10_000, batch_size=8, feature_memory_mb=512, feature_reuse=4)
     assert views_per_round(network, settings) == 512 * 2**20 // bytes_per_view

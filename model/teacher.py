@@ -78,8 +78,9 @@ VGG_CONFIG: dict[str, str] = {"vgg16": "D", "vgg19": "E"}
 def _vgg_features(backbone: str, initialise: bool = True) -> nn.Sequential:
     """torchvision's `backbone().features`, initialised as torchvision initialises the whole network,
     classifier included (a random teacher's weights, and the student's initial ones drawn after them,
-    depend on it); with `initialise` False only built, about a second less of CPU, for a network whose
-    every weight is loaded next."""
+    depend on it). With `initialise` False only the feature layers are built (each keeps PyTorch's
+    per-layer default initialisation; torchvision's whole-network pass and its 120M-weight classifier
+    are skipped), about a second less of CPU, for a network whose every weight is loaded next."""
     if initialise:
         return getattr(models, backbone)(weights=None).features
     return models.vgg.make_layers(models.vgg.cfgs[VGG_CONFIG[backbone]])
@@ -145,7 +146,7 @@ class Teacher(nn.Module):
     """Frozen VGG truncated after its last tap; returns the tapped feature maps."""
 
     def __init__(self, backbone: str, taps: list[str], initialise: bool = True) -> None:
-        """`initialise` False: the layers are only built, for weights loaded next (see `_vgg_features`)."""
+        """`initialise` False: for weights loaded next, torchvision's initialisation is skipped (see `_vgg_features`)."""
         super().__init__()
         self.tap_indices = tap_indices(backbone, taps)
         self.features = _vgg_features(backbone, initialise)[: self.tap_indices[-1] + 1]

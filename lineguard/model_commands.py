@@ -38,6 +38,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="top,left,bottom,right of the part's fixed place in the frame, as fractions (e.g. 0.1,0.2,0.9,0.8): "
         "only it is trained on and scored",
     )
+    train.add_argument(
+        "--image-score", choices=["topk_mean", "max"], help="how a map becomes the part's score (default topk_mean)"
+    )
+    train.add_argument(
+        "--topk-fraction",
+        type=float,
+        help="share of the map's highest pixels whose mean is the score (default 0.05); 0.01-0.02 for defects "
+        "a few pixels wide (thin leads, faint cracks)",
+    )
     train.add_argument("--steps", type=int, help="optimiser steps (default 1000); bounds training time")
     train.add_argument("--batch-size", type=int)
     train.add_argument(
@@ -124,6 +133,8 @@ def run_train(args: argparse.Namespace) -> int:
             "pixel_scale": "pixel_scale",
             "lighting": "lighting",
             "colour_jitter": "colour_jitter",
+            "image_score": "image_score",
+            "topk_fraction": "topk_fraction",
         },
     )
     if args.region:

@@ -11,8 +11,8 @@ TAPS = ["relu2_2", "relu3_3", "relu4_3"]
 
 
 def built(backbone: str, taps: list[str]) -> Teacher:
-    """A teacher whose layers are only built, not initialised (a second less each): for tests that look
-    at its shapes and modes, or load weights into it."""
+    """A teacher built without torchvision's whole-network initialisation (a second less each): for
+    tests that look at its shapes and modes, or load weights into it."""
     return Teacher(backbone, taps, initialise=False)
 
 

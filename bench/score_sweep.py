@@ -61,7 +61,7 @@ def combined_maps(model, paths: list[Path]) -> list[dict[str, torch.Tensor]]:
 
 
 def add_combinations(held_out: list[dict[str, torch.Tensor]], test: list[dict[str, torch.Tensor]], taps: int) -> None:
-    """Add two more maps per image: "spread-weighted", each tap's map standardised by the mean and
+    """Add more maps per image: "spread-weighted", each tap's map standardised by the mean and
     sd of its pixels on the held-out good images (instead of divided by its mean on training
     images), then summed, so a tap whose good maps vary much counts less; and "taps 0+1", the two
     shallowest taps alone (without the deepest, where unseen good parts differ most). Where every

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-from bench.recipe_ablation import scale_maps
+from bench.recipe_ablation import image_score, scale_maps
 from model.calibration import fit_calibration
 from model.checkpoint import load_checkpoint, read_checkpoint
 from model.evaluation import find_test_cases
@@ -82,18 +82,11 @@ def add_combinations(held_out: list[dict[str, torch.Tensor]], test: list[dict[st
             maps["position-centred"] = maps["weighted"] - good_mean
 
 
-def score(anomaly_map: torch.Tensor, share: float | None) -> float:
-    flat = anomaly_map.flatten()
-    if share is None:
-        return float(flat.max())
-    return float(flat.topk(max(1, int(round(flat.numel() * share)))).values.mean())
-
-
 def component_scores(maps: list[dict[str, torch.Tensor]], kind: str, sigma: float) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
     """Every image score of one map kind at one blur, and the blurred maps (for pixel AUROC)."""
     kernel = gaussian_kernel(sigma)
     blurred = [smoothed(m[kind].unsqueeze(0), kernel)[0] for m in maps]
-    return {name: np.array([score(b, share) for b in blurred]) for name, share in SHARES.items()}, [b.numpy() for b in blurred]
+    return {name: np.array([image_score(b, share) for b in blurred]) for name, share in SHARES.items()}, [b.numpy() for b in blurred]
 
 
 def main() -> None:

@@ -3,6 +3,8 @@
 Only changes a line's camera really produces: small shifts, rotations and scale changes of the
 part, and small changes of exposure. No flips: on many parts orientation is what a defect breaks.
 `relit` is the recipe's optional `colour_jitter`: a lamp that drifts in brightness and colour.
+`tinted` is its optional `local_tint`: a part's material that takes a colour cast in one place
+(a warm patch on a toothbrush's head), which a gain over the whole image does not teach.
 """
 
 from __future__ import annotations
@@ -35,3 +37,16 @@ def relit(image: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndar
     channel (white balance), each drawn from 1 ± `jitter`."""
     gains = rng.uniform(1.0 - jitter, 1.0 + jitter) * rng.uniform(1.0 - jitter, 1.0 + jitter, size=3)
     return np.clip(image.astype(np.float32) * gains.astype(np.float32), 0, 255).astype(np.uint8)
+
+
+def tinted(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """(H,W,3) uint8 RGB -> the same with one smooth colour cast: each channel's gain drawn from
+    1 ± `strength` at a random centre, fading to 1 as a Gaussian of 15-40% of the image's side, so
+    the cast is far wider than any defect."""
+    height, width = image.shape[:2]
+    centre = rng.uniform(0.0, 1.0, size=2) * (height, width)
+    radius = rng.uniform(0.15, 0.4) * max(height, width)
+    rows, cols = np.ogrid[:height, :width]
+    fade = np.exp(-((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) / (2.0 * radius**2)).astype(np.float32)
+    gains = rng.uniform(1.0 - strength, 1.0 + strength, size=3).astype(np.float32)
+    return np.clip(image.astype(np.float32) * (1.0 + fade[..., None] * (gains - 1.0)), 0, 255).astype(np.uint8)

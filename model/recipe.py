@@ -64,6 +64,14 @@ class Recipe(BaseModel):
         description="training only: each view relit, its exposure and each colour channel's gain drawn from 1 ± this "
         "(model/augment.py `relit`), for lines whose lamp drifts in brightness or colour; 0: off",
     )
+    local_tint: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.3,
+        description="training only: each view given one smooth colour cast, each channel's gain at its centre drawn from "
+        "1 ± this, fading over 15-40% of the image (model/augment.py `tinted`), for a material whose colour varies in "
+        "places; 0: off",
+    )
     image_score: Literal["max", "topk_mean"] = Field("topk_mean", description="how a map becomes one score")
     topk_fraction: float = Field(0.05, gt=0.0, le=1.0, description="share of map pixels averaged by topk_mean")
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.augment import augmented_view, relit
+from model.augment import augmented_view, relit, tinted
 from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration
 from model.checkpoint import save_checkpoint
 from model.image_stats import THUMBNAIL_SIDE, image_reference
@@ -191,11 +191,13 @@ def teacher_features(
 
 def training_view(image: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
     """An augmented view of a training image at the input shape: the whole (fitted) image, or
-    with a pixel_scale a tile cut from it at a random place; relit when the recipe says so."""
+    with a pixel_scale a tile cut from it at a random place; relit and tinted when the recipe says so."""
     if recipe.pixel_scale is not None:
         image = tiling.random_crop(image, *recipe.input_shape, rng)
     view = augmented_view(image, rng)
-    return relit(view, rng, recipe.colour_jitter) if recipe.colour_jitter else view
+    if recipe.colour_jitter:
+        view = relit(view, rng, recipe.colour_jitter)
+    return tinted(view, rng, recipe.local_tint) if recipe.local_tint else view
 
 
 def train_student(

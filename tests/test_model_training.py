@@ -296,3 +296,21 @@ def test_colour_jitter_relights_training_views_within_its_bounds_and_only_when_a
     assert np.ptp(relit_means[:, 0] - relit_means[:, 2]) > 10  # channels change apart: white balance, not only exposure
     plain = training_view(image, Recipe(image_size=32), np.random.default_rng(3))
     assert np.array_equal(plain, augmented_view(image, np.random.default_rng(3)))
+
+
+def test_local_tint_casts_one_smooth_bounded_patch_and_only_when_asked():
+    """A cast in one place: within 1 ± strength everywhere, strong somewhere, absent far from its
+    centre in some views (it is local, unlike `relit`), and smooth (no step a defect could resemble)."""
+    from model.augment import tinted
+    from model.training import training_view
+
+    image = np.full((64, 64, 3), 100, np.uint8)
+    views = [tinted(image, np.random.default_rng(seed), 0.2).astype(np.float32) for seed in range(40)]
+    assert min(v.min() for v in views) >= 80 - 1 and max(v.max() for v in views) <= 120 + 1
+    casts = [np.abs(v - 100).max(axis=2) for v in views]
+    assert max(c.max() for c in casts) > 10
+    assert sum(c.max() - c.min() > 5 for c in casts) > 20  # somewhere cast, elsewhere (nearly) not
+    assert max(np.abs(np.diff(v, axis=0)).max() for v in views) <= 3  # a 64 px fade, not an edge
+    plain = training_view(image, Recipe(image_size=64), np.random.default_rng(3))
+    assert np.array_equal(plain, training_view(image, Recipe(image_size=64, local_tint=0.0), np.random.default_rng(3)))
+    assert not np.array_equal(plain, training_view(image, Recipe(image_size=64, local_tint=0.2), np.random.default_rng(3)))

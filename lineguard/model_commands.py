@@ -34,6 +34,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="training views relit: exposure and each colour channel's gain drawn from 1 ± this (e.g. 0.15), for a drifting lamp",
     )
     train.add_argument(
+        "--local-tint", type=float,
+        help="training views given one smooth colour cast in one place, each channel's gain at its centre from 1 ± this (e.g. 0.2)",
+    )
+    train.add_argument(
         "--region",
         help="top,left,bottom,right of the part's fixed place in the frame, as fractions (e.g. 0.1,0.2,0.9,0.8): "
         "only it is trained on and scored",
@@ -133,6 +137,7 @@ def run_train(args: argparse.Namespace) -> int:
             "pixel_scale": "pixel_scale",
             "lighting": "lighting",
             "colour_jitter": "colour_jitter",
+            "local_tint": "local_tint",
             "image_score": "image_score",
             "topk_fraction": "topk_fraction",
         },

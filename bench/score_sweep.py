@@ -99,6 +99,7 @@ def main() -> None:
     model = load_checkpoint(args.checkpoint, device="cpu")
     if model.recipe.global_branch or model.recipe.pixel_scale is not None:
         raise SystemExit("score_sweep re-blurs the local map of whole images: use bench/score_variants.py for this model")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     folder = Path(payload["training_data"]["folder"])
     held_out = combined_maps(model, [folder / name for name in payload["training_data"]["calibration_images"]])
     cases = find_test_cases(args.category)
@@ -109,6 +110,8 @@ def main() -> None:
     for case, test_map in zip(cases, test):
         height, width = test_map["weighted"].shape
         mask = read_mask(case.mask).astype(np.uint8) if case.mask else np.zeros((height, width), np.uint8)
+        # The maps cover the recipe's region only; so must the masks they are scored against.
+        mask = np.ascontiguousarray(model.in_region(mask))
         masks.append(cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST) > 0)
     rate = payload["training_data"]["settings"]["false_reject_rate"]
     types = sorted({case.defect_type for case in cases} - {"good"})

@@ -19,12 +19,12 @@ import json
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from model.checkpoint import load_checkpoint, read_checkpoint
 from model.evaluation import evaluate, find_test_cases
+from model.geometry import map_to_image
 from model.images import read_image, read_mask
 from model.metrics import image_auroc, pixel_auroc
 from model.recipe import Recipe, TrainingSettings
@@ -70,7 +70,7 @@ def post_hoc(model: InspectionModel, category: Path) -> dict[str, float]:
                 for score_name, fraction in IMAGE_SCORES.items():
                     rows.setdefault(f"{kind} {score_name}", []).append(image_score(blurred, fraction))
                 if kind in pixel_maps:
-                    pixel_maps[kind].append(cv2.resize(blurred.numpy(), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR))
+                    pixel_maps[kind].append(map_to_image(blurred.numpy(), image.shape[0], image.shape[1], model.recipe.region))
             masks.append(read_mask(case.mask) if case.mask else np.zeros(image.shape[:2], dtype=bool))
     figures = {f"image_auroc {name}": image_auroc(labels, np.array(values)) for name, values in rows.items()}
     for kind, maps in pixel_maps.items():

@@ -109,9 +109,11 @@ def main() -> None:
     masks = []
     for case, test_map in zip(cases, test):
         height, width = test_map["weighted"].shape
-        mask = read_mask(case.mask).astype(np.uint8) if case.mask else np.zeros((height, width), np.uint8)
+        if case.mask is None:
+            masks.append(np.zeros((height, width), dtype=bool))
+            continue
         # The maps cover the recipe's region only; so must the masks they are scored against.
-        mask = np.ascontiguousarray(model.in_region(mask))
+        mask = np.ascontiguousarray(model.in_region(read_mask(case.mask).astype(np.uint8)))
         masks.append(cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST) > 0)
     rate = payload["training_data"]["settings"]["false_reject_rate"]
     types = sorted({case.defect_type for case in cases} - {"good"})

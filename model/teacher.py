@@ -28,8 +28,25 @@ VGG_TAP_INDEX: dict[str, dict[str, int]] = {
     "vgg19": {"relu1_2": 3, "relu2_2": 8, "relu3_4": 17, "relu4_4": 26, "relu5_4": 35},
 }
 
-# Index in `vgg*.features` of each 2x2 max pooling, by backbone.
-VGG_POOL_INDEX: dict[str, tuple[int, ...]] = {"vgg16": (4, 9, 16, 23, 30), "vgg19": (4, 9, 18, 27, 36)}
+# Each backbone's feature layers in torchvision's order, so that its state dicts load: the output
+# channels of a 3x3 convolution (each followed by a ReLU), or "M" for a 2x2 max pooling.
+VGG_LAYERS: dict[str, tuple[int | str, ...]] = {
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+}
+
+
+def _pool_indices(layers: tuple[int | str, ...]) -> tuple[int, ...]:
+    """Index in `vgg*.features` of each pooling: a convolution and its ReLU are two modules."""
+    index, pools = 0, []
+    for layer in layers:
+        if layer == "M":
+            pools.append(index)
+        index += 1 if layer == "M" else 2
+    return tuple(pools)
+
+
+VGG_POOL_INDEX: dict[str, tuple[int, ...]] = {backbone: _pool_indices(layers) for backbone, layers in VGG_LAYERS.items()}
 
 HOW_TO_PROVIDE_WEIGHTS = (
     "Provide ImageNet VGG weights with --teacher-weights PATH or the environment variable "
@@ -71,10 +88,6 @@ def tap_stride(backbone: str, taps: list[str]) -> int:
     return 2 ** sum(1 for pool in VGG_POOL_INDEX[backbone] if pool < deepest)
 
 
-# torchvision's layer configuration of each backbone (`models.vgg.cfgs`).
-VGG_CONFIG: dict[str, str] = {"vgg16": "D", "vgg19": "E"}
-
-
 def _vgg_features(backbone: str, initialise: bool = True) -> nn.Sequential:
     """torchvision's `backbone().features`, initialised as torchvision initialises the whole network,
     classifier included (a random teacher's weights, and the student's initial ones drawn after them,
@@ -83,7 +96,15 @@ def _vgg_features(backbone: str, initialise: bool = True) -> nn.Sequential:
     are skipped), about a second less of CPU, for a network whose every weight is loaded next."""
     if initialise:
         return getattr(models, backbone)(weights=None).features
-    return models.vgg.make_layers(models.vgg.cfgs[VGG_CONFIG[backbone]])
+    modules: list[nn.Module] = []
+    channels = 3
+    for layer in VGG_LAYERS[backbone]:
+        if layer == "M":
+            modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            modules += [nn.Conv2d(channels, layer, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = layer
+    return nn.Sequential(*modules)
 
 
 def _features_state_from(state: dict[str, torch.Tensor], origin: str) -> dict[str, torch.Tensor]:

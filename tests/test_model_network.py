@@ -5,7 +5,15 @@ import torchvision
 from model.errors import TeacherWeightsError
 from model.loss import discrepancy_map, distillation_loss, feature_distances, imitation_penalty
 from model.student import ResidualAttention, Student
-from model.teacher import TEACHER_WEIGHTS_ENV, Teacher, fingerprint, resolve_teacher_weights, tap_indices
+from model.teacher import (
+    TEACHER_WEIGHTS_ENV,
+    VGG_POOL_INDEX,
+    Teacher,
+    _vgg_features,
+    fingerprint,
+    resolve_teacher_weights,
+    tap_indices,
+)
 
 TAPS = ["relu2_2", "relu3_3", "relu4_3"]
 
@@ -21,6 +29,16 @@ def test_teacher_taps_have_vgg_channels_and_scales():
     maps = teacher(torch.randn(2, 3, 64, 64))
     assert [tuple(m.shape) for m in maps] == [(2, 128, 32, 32), (2, 256, 16, 16), (2, 512, 8, 8)]
     assert teacher.channels == [128, 256, 512]
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "vgg19"])
+def test_teacher_layers_are_torchvisions_so_its_weights_load(backbone):
+    mine, theirs = _vgg_features(backbone, initialise=False), getattr(torchvision.models, backbone)(weights=None).features
+    assert [repr(module) for module in mine] == [repr(module) for module in theirs]
+    assert {key: value.shape for key, value in mine.state_dict().items()} == {
+        key: value.shape for key, value in theirs.state_dict().items()
+    }
+    assert VGG_POOL_INDEX[backbone] == tuple(i for i, module in enumerate(theirs) if isinstance(module, torch.nn.MaxPool2d))
 
 
 def test_teacher_is_frozen_and_stays_in_eval_mode():

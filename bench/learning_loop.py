@@ -39,6 +39,7 @@ from lineguard.registration import register_checkpoint
 from lineguard.retraining import gather_training_data, line_calibration_pictures, retrain
 from model.augment import augmented_view
 from model.calibration import fit_calibration
+from model.choices import Lighting, options
 from model.checkpoint import load_checkpoint, read_checkpoint
 from model.images import list_images, read_image
 from model.metrics import image_auroc
@@ -117,7 +118,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="optimiser steps of each training (proxy; default 300)")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument(
-        "--lighting", choices=["as_captured", "levelled"], default="as_captured",
+        "--lighting", choices=options(Lighting), default="as_captured",
         help="the recipe's lighting (levelled: each image divided by its own illumination; model/lighting.py)",
     )
     parser.add_argument(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lineguard.learning_commands import actor, register_model_actions, run_training_worker_command
 from lineguard.settings import Settings
+from model.choices import Precision, options
 
 if TYPE_CHECKING:  # imported where used, so that `lineguard --help` does not load torch or rq
     from redis import Redis
@@ -112,7 +113,7 @@ def _register_worker(commands: argparse._SubParsersAction) -> None:
 
     worker = commands.add_parser("worker", help="score queued frames with each line's active model")
     worker.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    worker.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    worker.add_argument("--precision", default="auto", choices=options(Precision))
     worker.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"most frames per forward pass (default {DEFAULT_BATCH_SIZE})")
     worker.add_argument("--burst", action="store_true", help="stop once the queue is empty")
     worker.add_argument(

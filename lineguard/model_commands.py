@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from model.choices import Backbone, ImageScore, Lighting, Precision, options
+
 log = logging.getLogger("lineguard")
 
 
@@ -16,7 +18,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("data", type=Path, help="folder of good images, or an MVTec-layout category (uses train/good)")
     train.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     train.add_argument("--teacher-weights", help="ImageNet VGG weights file, or 'random' (tests only)")
-    train.add_argument("--backbone", choices=["vgg16", "vgg19"])
+    train.add_argument("--backbone", choices=options(Backbone))
     train.add_argument("--taps", help="comma-separated teacher layers, e.g. relu2_2,relu3_3,relu4_3")
     train.add_argument("--image-size", type=int)
     train.add_argument("--student-width", type=float)
@@ -27,7 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--pixel-scale", type=float, help="score in tiles of --image-size at this scale of the images (1.0: native), for textures"
     )
     train.add_argument(
-        "--lighting", choices=["as_captured", "levelled"], help="levelled: each image divided by its own smooth illumination (textures)"
+        "--lighting", choices=options(Lighting), help="levelled: each image divided by its own smooth illumination (textures)"
     )
     train.add_argument(
         "--colour-jitter", type=float,
@@ -43,7 +45,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "only it is trained on and scored",
     )
     train.add_argument(
-        "--image-score", choices=["topk_mean", "max"], help="how a map becomes the part's score (default topk_mean)"
+        "--image-score", choices=options(ImageScore), help="how a map becomes the part's score (default topk_mean)"
     )
     train.add_argument(
         "--topk-fraction",
@@ -63,7 +65,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--false-reject-rate", type=float, help="expected share of good parts flagged (default 0.01)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    train.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    train.add_argument("--precision", choices=options(Precision))
     train.add_argument("--seed", type=int)
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(handler=run_train)
@@ -73,7 +75,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("category", type=Path, help="MVTec-layout folder with test/ and ground_truth/")
     evaluate.add_argument("--report", type=Path, required=True, help="folder for metrics.json and pictures")
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    evaluate.add_argument("--precision", default="auto", choices=options(Precision))
     evaluate.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.add_argument("--no-record", action="store_true", help="do not store the metrics in the checkpoint")
@@ -84,7 +86,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     score.add_argument("paths", type=Path, nargs="+", help="image files or folders of images")
     score.add_argument("--heatmaps", type=Path, help="folder for heatmap overlays")
     score.add_argument("--device", default="auto")
-    score.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    score.add_argument("--precision", default="auto", choices=options(Precision))
     score.add_argument("--batch-size", type=int, default=8)
     score.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
     score.set_defaults(handler=run_score)

@@ -6,10 +6,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from model.choices import Backbone, ImageScore, Lighting, Precision
 from model.teacher import tap_indices, tap_stride
 
 DEFAULT_FALSE_REJECT_RATE = 0.01
@@ -20,7 +19,7 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backbone: Literal["vgg16", "vgg19"] = Field("vgg16", description="ImageNet VGG used as the frozen teacher")
+    backbone: Backbone = Field("vgg16", description="ImageNet VGG used as the frozen teacher")
     taps: list[str] = Field(
         default_factory=lambda: ["relu2_2", "relu3_3", "relu4_3"],
         description="teacher layers whose features the student learns to reproduce",
@@ -52,7 +51,7 @@ class Recipe(BaseModel):
         description="(top, left, bottom, right) of the part's fixed place in the camera's view, as fractions of the frame's "
         "height and width: only this region is seen, trained on and scored (its map is 0 elsewhere); None: the whole frame",
     )
-    lighting: Literal["as_captured", "levelled"] = Field(
+    lighting: Lighting = Field(
         "as_captured",
         description="levelled: each image divided by its own smooth illumination (model/lighting.py), for textures and "
         "surfaces under varying light; as_captured: as the camera saw it",
@@ -72,7 +71,7 @@ class Recipe(BaseModel):
         "1 ± this, fading over 15-40% of the image (model/augment.py `tinted`), for a material whose colour varies in "
         "places; 0: off",
     )
-    image_score: Literal["max", "topk_mean"] = Field("topk_mean", description="how a map becomes one score")
+    image_score: ImageScore = Field("topk_mean", description="how a map becomes one score")
     topk_fraction: float = Field(0.05, gt=0.0, le=1.0, description="share of map pixels averaged by topk_mean")
 
     @property
@@ -145,7 +144,7 @@ class TrainingSettings(BaseModel):
     )
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 where the device supports it")
+    precision: Precision = Field("auto", description="auto: bf16 where the device supports it")
 
     @model_validator(mode="after")
     def _one_hard_loss(self) -> "TrainingSettings":

@@ -1,0 +1,16 @@
+"""The named choices of a recipe and of running a model, in one torch-free module: the recipe's
+fields are typed with them, and the command line offers them without importing torch."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Backbone = Literal["vgg16", "vgg19"]
+Lighting = Literal["as_captured", "levelled"]
+ImageScore = Literal["topk_mean", "max"]
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+def options(choice: object) -> list[str]:
+    """The values of one of the Literal choices above, for an argument parser."""
+    return list(get_args(choice))

@@ -51,6 +51,14 @@ def input_shape_for(image_shapes: list[tuple[int, int]], image_size: int, stride
     return to_stride(height), to_stride(width)
 
 
+def fit_scale_spread(image_shapes: list[tuple[int, int]], input_shape: tuple[int, int]) -> float:
+    """How many times more the most enlarged of `image_shapes` is scaled than the least when each is
+    fitted whole into `input_shape` (as `fit_image` does): 1.0 for images of one shape."""
+    height, width = input_shape
+    scales = [min(height / image_height, width / image_width) for image_height, image_width in image_shapes]
+    return max(scales) / min(scales)
+
+
 def fit_image(image: np.ndarray, height: int, width: int) -> FittedImage:
     """(H,W,3) uint8 -> the image scaled to fit inside height x width, aspect ratio kept,
     the remainder (right and bottom) filled by reflecting the image."""

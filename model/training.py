@@ -24,7 +24,7 @@ from model.checkpoint import save_checkpoint
 from model.image_stats import THUMBNAIL_SIDE, image_reference
 from model.devices import autocast, resolve_device, resolve_precision
 from model.errors import DatasetError, InvalidImageError
-from model.geometry import fit_image, in_region, input_shape_for, region_box, to_network_input
+from model.geometry import fit_image, fit_scale_spread, in_region, input_shape_for, region_box, to_network_input
 from model.lighting import as_seen
 from model.images import list_images, read_image, read_image_shape
 from model import tiling
@@ -37,6 +37,9 @@ from model.teacher import resolve_teacher_weights
 
 log = logging.getLogger(__name__)
 MIN_TRAINING_IMAGES = 4
+# Whole images seen at scales this far apart or more: a texture's grain changes size between them,
+# which tiles at one pixel scale avoid (the generated tile: 80 instead of 66 of 99 caught, design.md).
+SCALE_SPREAD_NOTICE = 1.5
 # Held-out images are scored this many at a time when calibrating.
 CALIBRATION_BATCH = 8
 # Training images (at most) whose maps set the weights of the scales.
@@ -371,6 +374,13 @@ def train(
     frame_shapes = [(1, 1)] if recipe.pixel_scale is not None else seen_shapes
     input_shape = input_shape_for(frame_shapes, recipe.image_size, recipe.stride)
     recipe = Recipe.model_validate({**recipe.model_dump(), "input_shape": input_shape})
+    if recipe.pixel_scale is None and (spread := fit_scale_spread(seen_shapes, input_shape)) >= SCALE_SPREAD_NOTICE:
+        log.warning(
+            "the training images differ in size: fitted whole into the %dx%d input, they are seen at scales up to %.1fx "
+            "apart. For a texture, whose grain has one size in pixels, --pixel-scale 1.0 trains and scores tiles at one "
+            "pixel scale instead (docs/design.md, 'Tiles at a constant pixel scale').",
+            input_shape[1], input_shape[0], spread,
+        )
 
     weights = resolve_teacher_weights(recipe.backbone, teacher_weights, seed=settings.seed)
     if weights.is_random:

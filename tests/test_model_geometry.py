@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from model.geometry import content_of, fit_image, input_shape_for, map_to_image, to_network_input
+from model.geometry import content_of, fit_image, fit_scale_spread, input_shape_for, map_to_image, to_network_input
+
+
+def test_scale_spread_is_how_far_apart_whole_images_are_seen():
+    assert fit_scale_spread([(1024, 1024)] * 3, (256, 256)) == 1.0
+    assert fit_scale_spread([(500, 2000), (1000, 4000)], (128, 512)) == pytest.approx(2.0)
+    # a narrow image fits by its height, a wide one by its width: 256/100 against 256/400
+    assert fit_scale_spread([(100, 50), (200, 400)], (256, 256)) == pytest.approx(4.0)
 
 
 @pytest.mark.parametrize(

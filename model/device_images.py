@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from model.errors import InvalidImageError
-from model.geometry import normalise
+from model.geometry import fitted_size, normalise
 from model.images import checked_header, decode_image
 
 
@@ -86,10 +86,7 @@ def fit_on_device(image: torch.Tensor, height: int, width: int) -> tuple[torch.T
     """(3,H,W) uint8 on any device -> ((3,height,width) uint8 there, content height, content width):
     what `model.geometry.fit_image` does on the host (aspect ratio kept, the rest filled by
     reflection), with the same scaling (`resize_on_device`)."""
-    source_height, source_width = image.shape[1:]
-    scale = min(height / source_height, width / source_width)
-    content_height = min(height, max(1, int(round(source_height * scale))))
-    content_width = min(width, max(1, int(round(source_width * scale))))
+    content_height, content_width = fitted_size(*image.shape[1:], height, width)
     resized = resize_on_device(image, content_height, content_width).unsqueeze(0).float()
     pad_bottom, pad_right = height - content_height, width - content_width
     if pad_bottom or pad_right:

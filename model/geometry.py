@@ -51,11 +51,23 @@ def input_shape_for(image_shapes: list[tuple[int, int]], image_size: int, stride
     return to_stride(height), to_stride(width)
 
 
+def fit_scale(source_height: int, source_width: int, height: int, width: int) -> float:
+    """The factor that scales a source_height x source_width image to fit inside height x width,
+    aspect ratio kept."""
+    return min(height / source_height, width / source_width)
+
+
+def fitted_size(source_height: int, source_width: int, height: int, width: int) -> tuple[int, int]:
+    """(height, width) of such an image once fitted: its content in the input, on the host and on a
+    device alike (`fit_image`, `model.device_images.fit_on_device`)."""
+    scale = fit_scale(source_height, source_width, height, width)
+    return min(height, max(1, int(round(source_height * scale)))), min(width, max(1, int(round(source_width * scale))))
+
+
 def fit_scale_spread(image_shapes: list[tuple[int, int]], input_shape: tuple[int, int]) -> float:
     """How many times more the most enlarged of `image_shapes` is scaled than the least when each is
     fitted whole into `input_shape` (as `fit_image` does): 1.0 for images of one shape."""
-    height, width = input_shape
-    scales = [min(height / image_height, width / image_width) for image_height, image_width in image_shapes]
+    scales = [fit_scale(image_height, image_width, *input_shape) for image_height, image_width in image_shapes]
     return max(scales) / min(scales)
 
 
@@ -63,9 +75,7 @@ def fit_image(image: np.ndarray, height: int, width: int) -> FittedImage:
     """(H,W,3) uint8 -> the image scaled to fit inside height x width, aspect ratio kept,
     the remainder (right and bottom) filled by reflecting the image."""
     source_height, source_width = image.shape[:2]
-    scale = min(height / source_height, width / source_width)
-    content_height = min(height, max(1, int(round(source_height * scale))))
-    content_width = min(width, max(1, int(round(source_width * scale))))
+    content_height, content_width = fitted_size(source_height, source_width, height, width)
     shrinking = content_height < source_height
     resized = cv2.resize(
         image, (content_width, content_height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR

@@ -22,12 +22,6 @@ from model.errors import TeacherWeightsError
 TEACHER_WEIGHTS_ENV = "LINEGUARD_TEACHER_WEIGHTS"
 RANDOM_TEACHER = "random"
 
-# Index in torchvision's `vgg*.features` of the ReLU that ends each tap, by backbone.
-VGG_TAP_INDEX: dict[str, dict[str, int]] = {
-    "vgg16": {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22, "relu5_3": 29},
-    "vgg19": {"relu1_2": 3, "relu2_2": 8, "relu3_4": 17, "relu4_4": 26, "relu5_4": 35},
-}
-
 # Each backbone's feature layers in torchvision's order, so that its state dicts load: the output
 # channels of a 3x3 convolution (each followed by a ReLU), or "M" for a 2x2 max pooling.
 VGG_LAYERS: dict[str, tuple[int | str, ...]] = {
@@ -36,17 +30,24 @@ VGG_LAYERS: dict[str, tuple[int | str, ...]] = {
 }
 
 
-def _pool_indices(layers: tuple[int | str, ...]) -> tuple[int, ...]:
-    """Index in `vgg*.features` of each pooling: a convolution and its ReLU are two modules."""
-    index, pools = 0, []
+def _pools_and_taps(layers: tuple[int | str, ...]) -> tuple[tuple[int, ...], dict[str, int]]:
+    """Index in `vgg*.features` of each pooling, and of the ReLU that ends each block before it, by
+    its usual name (relu3_3: the third convolution's ReLU of the third block). A convolution and its
+    ReLU are two modules."""
+    index, convolutions, pools, taps = 0, 0, [], {}
     for layer in layers:
         if layer == "M":
+            taps[f"relu{len(pools) + 1}_{convolutions}"] = index - 1
             pools.append(index)
-        index += 1 if layer == "M" else 2
-    return tuple(pools)
+            index, convolutions = index + 1, 0
+        else:
+            index, convolutions = index + 2, convolutions + 1
+    return tuple(pools), taps
 
 
-VGG_POOL_INDEX: dict[str, tuple[int, ...]] = {backbone: _pool_indices(layers) for backbone, layers in VGG_LAYERS.items()}
+# Index in `vgg*.features` of each 2x2 max pooling, and of the ReLU that ends each tap, by backbone.
+VGG_POOL_INDEX: dict[str, tuple[int, ...]] = {backbone: _pools_and_taps(layers)[0] for backbone, layers in VGG_LAYERS.items()}
+VGG_TAP_INDEX: dict[str, dict[str, int]] = {backbone: _pools_and_taps(layers)[1] for backbone, layers in VGG_LAYERS.items()}
 
 HOW_TO_PROVIDE_WEIGHTS = (
     "Provide ImageNet VGG weights with --teacher-weights PATH or the environment variable "

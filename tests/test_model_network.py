@@ -8,6 +8,7 @@ from model.student import ResidualAttention, Student
 from model.teacher import (
     TEACHER_WEIGHTS_ENV,
     VGG_POOL_INDEX,
+    VGG_TAP_INDEX,
     Teacher,
     _vgg_features,
     fingerprint,
@@ -39,6 +40,7 @@ def test_teacher_layers_are_torchvisions_so_its_weights_load(backbone):
         key: value.shape for key, value in theirs.state_dict().items()
     }
     assert VGG_POOL_INDEX[backbone] == tuple(i for i, module in enumerate(theirs) if isinstance(module, torch.nn.MaxPool2d))
+    assert all(isinstance(theirs[index], torch.nn.ReLU) for index in VGG_TAP_INDEX[backbone].values())
 
 
 def test_teacher_is_frozen_and_stays_in_eval_mode():

@@ -486,7 +486,7 @@ def main() -> None:
             checkpoint = root / "model.pt"
             print("training a 128 px model with a RANDOM teacher (the faults are about the line, not the scores)...", flush=True)
             train(DATA, checkpoint, Recipe(image_size=128, student_width=0.25, taps=["relu2_2", "relu3_3"]),
-                  TrainingSettings(epochs=2, batch_size=8, augment_views=1, validate_every=2, device="cpu", seed=0),
+                  TrainingSettings(steps=64, batch_size=8, device="cpu", seed=0),
                   RANDOM_TEACHER, progress=False)
         outcomes = []
         for key in args.only or FAULTS:

@@ -26,10 +26,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--global-branch", action="store_true", default=None, help="add the global branch: finds parts missing or out of place"
     )
     train.add_argument(
-        "--pixel-scale", type=float, help="score in tiles of --image-size at this scale of the images (1.0: native), for textures"
+        "--pixel-scale",
+        type=_pixel_scale,
+        help="score in tiles of --image-size at this scale of the images (1.0: native), for textures; 'whole': fit each "
+        "image whole. Default: tiles at native pixels when the images' sizes vary 1.5x or more, else whole",
     )
     train.add_argument(
-        "--lighting", choices=options(Lighting), help="levelled: each image divided by its own smooth illumination (textures)"
+        "--lighting",
+        choices=options(Lighting),
+        help="levelled: each image divided by its own smooth illumination (textures). Default: levelled when the good "
+        "images' lighting varies part to part (15%% or more), else as_captured",
     )
     train.add_argument(
         "--colour-jitter", type=float,
@@ -113,6 +119,16 @@ def _given(args: argparse.Namespace, names: dict[str, str]) -> dict:
     return {setting: getattr(args, option) for option, setting in names.items() if getattr(args, option) is not None}
 
 
+def _pixel_scale(text: str) -> float | str:
+    """--pixel-scale: a factor, or 'whole' (every image fitted whole, said explicitly)."""
+    if text == "whole":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1.0, or 'whole', got {text!r}") from None
+
+
 def _region(text: str) -> tuple[float, float, float, float]:
     """--region's "top,left,bottom,right" -> four floats (the recipe checks they make a box)."""
     parts = [part.strip() for part in text.split(",")]
@@ -144,6 +160,8 @@ def run_train(args: argparse.Namespace) -> int:
             "topk_fraction": "topk_fraction",
         },
     )
+    if recipe_options.get("pixel_scale") == "whole":
+        recipe_options["pixel_scale"] = None
     if args.region:
         recipe_options["region"] = _region(args.region)
     if args.taps:

@@ -24,21 +24,56 @@ from model.recipe import Recipe
 FIT_CELLS = 32
 # The mean luma a levelled image is brought to.
 LEVEL = 128.0
+# Light dimmer than this (of 255) is too faint to measure a lamp by.
+MEASURABLE_LUMA = 16.0
+# Illumination surfaces are compared between images on this many cells a side, whatever their sizes.
+COMPARISON_CELLS = 8
+
+
+def _coarse(luma: np.ndarray) -> np.ndarray:
+    """(H,W) float32 luma -> its means on a grid of about FIT_CELLS cells along the longer side."""
+    height, width = luma.shape
+    cells_x = max(2, int(round(FIT_CELLS * width / max(height, width))))
+    cells_y = max(2, int(round(FIT_CELLS * height / max(height, width))))
+    return cv2.resize(luma, (cells_x, cells_y), interpolation=cv2.INTER_AREA)
+
+
+def _quadratic_terms(ys: np.ndarray, xs: np.ndarray) -> list[np.ndarray]:
+    return [np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys]
+
+
+def _quadratic_fit(values: np.ndarray) -> np.ndarray:
+    """(h,w) grid -> the six coefficients of the least-squares quadratic surface over [-1,1]²."""
+    ys, xs = np.meshgrid(np.linspace(-1, 1, values.shape[0]), np.linspace(-1, 1, values.shape[1]), indexing="ij")
+    terms = np.stack(_quadratic_terms(ys, xs), axis=-1).reshape(-1, 6)
+    coefficients, *_ = np.linalg.lstsq(terms, values.reshape(-1), rcond=None)
+    return coefficients
+
+
+def _surface(coefficients: np.ndarray, height: int, width: int) -> np.ndarray:
+    ys, xs = np.meshgrid(np.linspace(-1, 1, height, dtype=np.float32), np.linspace(-1, 1, width, dtype=np.float32), indexing="ij")
+    return sum(c * t for c, t in zip(coefficients.astype(np.float32), _quadratic_terms(ys, xs)))
 
 
 def illumination(luma: np.ndarray) -> np.ndarray:
     """(H,W) float32 luma -> (H,W) float32 smooth illumination: exp of a quadratic surface fitted
     (least squares) to log luma on a coarse grid."""
-    height, width = luma.shape
-    cells_x = max(2, int(round(FIT_CELLS * width / max(height, width))))
-    cells_y = max(2, int(round(FIT_CELLS * height / max(height, width))))
-    coarse = np.log(cv2.resize(luma, (cells_x, cells_y), interpolation=cv2.INTER_AREA) + 1.0)
-    ys, xs = np.meshgrid(np.linspace(-1, 1, cells_y), np.linspace(-1, 1, cells_x), indexing="ij")
-    terms = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys], axis=-1).reshape(-1, 6)
-    coefficients, *_ = np.linalg.lstsq(terms, coarse.reshape(-1), rcond=None)
-    full_ys, full_xs = np.meshgrid(np.linspace(-1, 1, height, dtype=np.float32), np.linspace(-1, 1, width, dtype=np.float32), indexing="ij")
-    full_terms = (np.ones_like(full_xs), full_xs, full_ys, full_xs * full_xs, full_ys * full_ys, full_xs * full_ys)
-    return np.exp(sum(c * t for c, t in zip(coefficients.astype(np.float32), full_terms))) - 1.0
+    return np.exp(_surface(_quadratic_fit(np.log(_coarse(luma) + 1.0)), *luma.shape)) - 1.0
+
+
+def lighting_spread(images: list[np.ndarray]) -> float:
+    """How much the lighting differs between `images` ((H,W,3) uint8, any sizes): the RMS, over
+    the images and a common grid, of each one's fitted log illumination about their mean. 0.15 is
+    about 15% brighter or darker, part to part. Cells darker than MEASURABLE_LUMA are taken at that
+    level: a black plate around a part says nothing of the lamp. Fewer than two images: 0."""
+    if len(images) < 2:
+        return 0.0
+    surfaces = []
+    for image in images:
+        coarse = _coarse(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32))
+        surfaces.append(_surface(_quadratic_fit(np.log(np.maximum(coarse, MEASURABLE_LUMA))), COMPARISON_CELLS, COMPARISON_CELLS))
+    surfaces = np.stack(surfaces)
+    return float(np.sqrt(np.mean((surfaces - surfaces.mean(axis=0)) ** 2)))
 
 
 def levelled(image: np.ndarray) -> np.ndarray:

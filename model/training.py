@@ -24,7 +24,8 @@ from model.checkpoint import save_checkpoint
 from model.image_stats import THUMBNAIL_SIDE, image_reference
 from model.devices import autocast, resolve_device, resolve_precision
 from model.errors import DatasetError, InvalidImageError
-from model.geometry import fit_image, fit_scale_spread, in_region, input_shape_for, region_box, to_network_input
+from model.data_choices import choose_from_data
+from model.geometry import fit_image, in_region, input_shape_for, region_box, to_network_input
 from model.lighting import as_seen
 from model.images import list_images, read_image, read_image_shape
 from model import tiling
@@ -37,9 +38,8 @@ from model.teacher import resolve_teacher_weights
 
 log = logging.getLogger(__name__)
 MIN_TRAINING_IMAGES = 4
-# Whole images seen at scales this far apart or more: a texture's grain changes size between them,
-# which tiles at one pixel scale avoid (the generated tile: 80 instead of 66 of 99 caught, design.md).
-SCALE_SPREAD_NOTICE = 1.5
+# Images decoded (at most) to measure how the lighting varies between good parts.
+LIGHTING_SAMPLE_IMAGES = 64
 # Held-out images are scored this many at a time when calibrating.
 CALIBRATION_BATCH = 8
 # Training images (at most) whose maps set the weights of the scales.
@@ -126,6 +126,18 @@ def load_training_images(paths: list[Path], recipe: Recipe, progress: bool) -> t
     if len(images) < MIN_TRAINING_IMAGES:
         raise DatasetError(f"only {len(images)} training image(s) could be decoded; training needs at least {MIN_TRAINING_IMAGES}")
     return images, (captured or images), unreadable
+
+
+def decoded_regions(paths: list[Path], recipe: Recipe) -> list[np.ndarray]:
+    """The images at `paths` that decode, each its region as captured (unreadable ones are left
+    for `load_training_images` to report)."""
+    images = []
+    for path in paths:
+        try:
+            images.append(in_region(read_image(path), recipe.region))
+        except InvalidImageError:
+            continue
+    return images
 
 
 def calibration_scores(model: InspectionModel, paths: list[Path], progress: bool) -> tuple[np.ndarray, list[str]]:
@@ -369,18 +381,12 @@ def train(
     normalisation_idx = np.zeros(0, dtype=np.int64)
     if recipe.global_branch:
         train_idx, normalisation_idx = split_map_normalisation(train_idx, len(paths), rng)
-    # Tiles are square; a whole image (its region) is seen in the training images' median aspect ratio.
     seen_shapes = [(bottom - top, right - left) for (top, left, bottom, right) in (region_box(*shapes[i], recipe.region) for i in train_idx)]
-    frame_shapes = [(1, 1)] if recipe.pixel_scale is not None else seen_shapes
-    input_shape = input_shape_for(frame_shapes, recipe.image_size, recipe.stride)
+    sample = [paths[i] for i in train_idx[:: max(1, len(train_idx) // LIGHTING_SAMPLE_IMAGES)][:LIGHTING_SAMPLE_IMAGES]]
+    recipe, data_choices = choose_from_data(recipe, seen_shapes, lambda: decoded_regions(sample, recipe))
+    # Tiles are square; a whole image (its region) is seen in the training images' median aspect ratio.
+    input_shape = input_shape_for([(1, 1)] if recipe.pixel_scale is not None else seen_shapes, recipe.image_size, recipe.stride)
     recipe = Recipe.model_validate({**recipe.model_dump(), "input_shape": input_shape})
-    if recipe.pixel_scale is None and (spread := fit_scale_spread(seen_shapes, input_shape)) >= SCALE_SPREAD_NOTICE:
-        log.warning(
-            "the training images differ in size: fitted whole into the %dx%d input, they are seen at scales up to %.1fx "
-            "apart. For a texture, whose grain has one size in pixels, --pixel-scale 1.0 trains and scores tiles at one "
-            "pixel scale instead (docs/design.md, 'Tiles at a constant pixel scale').",
-            input_shape[1], input_shape[0], spread,
-        )
 
     weights = resolve_teacher_weights(recipe.backbone, teacher_weights, seed=settings.seed)
     if weights.is_random:
@@ -411,6 +417,7 @@ def train(
         "calibration_images": calibration_names,
         "calibration_scores": [float(score) for score in scores],
         "skipped_files": skipped + unreadable,
+        "data_choices": data_choices,
         "settings": settings.model_dump(),
         "final_loss": float(np.mean(losses[-50:])),
         "scale_means": scale_means,

@@ -120,24 +120,6 @@ def test_training_skips_unreadable_files_and_records_them(tmp_path, synthetic_ca
     assert "differ in size" not in caplog.text  # one size: nothing to say about pixel scales
 
 
-def test_training_on_images_of_varied_sizes_points_to_tiles(tmp_path, caplog):
-    import cv2
-
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "good"
-    folder.mkdir()
-    for index in range(16):  # a texture cut at widths 1x to 3x apart
-        width = 64 * (1 + index % 3)
-        cv2.imwrite(str(folder / f"{index:02d}.png"), rng.integers(0, 256, size=(64, width, 3), dtype=np.uint8))
-    recipe = Recipe(image_size=64, student_width=0.125, taps=["relu2_2"])
-    train(folder, tmp_path / "m.pt", recipe, TrainingSettings(steps=1, batch_size=4, device="cpu"), "random", progress=False)
-    assert "differ in size" in caplog.text and "--pixel-scale 1.0" in caplog.text
-    caplog.clear()
-    tiled = Recipe(image_size=64, student_width=0.125, taps=["relu2_2"], pixel_scale=1.0)
-    train(folder, tmp_path / "t.pt", tiled, TrainingSettings(steps=1, batch_size=4, device="cpu"), "random", progress=False)
-    assert "differ in size" not in caplog.text
-
-
 def test_random_teacher_is_marked_in_the_checkpoint(tmp_path, synthetic_category):
     recipe = Recipe(image_size=64, student_width=0.125, taps=["relu2_2"])
     settings = TrainingSettings(steps=1, batch_size=4, device="cpu")

@@ -102,12 +102,15 @@ def populate(database_url: str, artifacts_root: Path, now: datetime, seed: int =
                 engine,
                 version=version,
                 checkpoint_path=f"/models/{version}.pt",
-                recipe={"backbone": "vgg16", "image_size": IMAGE_SIZE},
+                recipe={"backbone": "vgg16", "image_size": IMAGE_SIZE, "input_shape": [IMAGE_SIZE, IMAGE_SIZE], "pixel_scale": None}
+                if not random_teacher
+                # The random-teacher model is a texture's: tiles and levelling chosen from its training images.
+                else {"backbone": "vgg16", "image_size": IMAGE_SIZE, "pixel_scale": 1.0, "lighting": "levelled", "input_shape": [IMAGE_SIZE, IMAGE_SIZE]},
                 calibration={"threshold": 2.5, "false_reject_rate": 0.01, "n_images": 12},
                 metrics={"image_auroc": 0.55 if random_teacher else 0.97, "pixel_auroc": 0.9, **report_pictures(artifacts, version)},
                 teacher_source="random" if random_teacher else "file:vgg16_imagenet_features.pth",
                 random_teacher=random_teacher,
-                training_data={"images": 48},
+                training_data={"images": 48, "data_choices": {"chosen": {"pixel_scale": 1.0, "lighting": "levelled"} if random_teacher else {}}},
             )
             activate_model(engine, line, version)
         records: list[InspectionRecord] = []

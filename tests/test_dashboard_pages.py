@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from dashboard_fixtures import (  # noqa: F401  (fixtures)
     CAMERAS,
+    IMAGE_SIZE,
     REDIS_TEST_URL,
     Populated,
     dashboard_env,
@@ -307,6 +308,7 @@ def test_models_page_lists_versions_metrics_calibration_and_lines(dashboard_env:
     assert at.subheader[0].value == "ts-imagenet-1"
     assert [caption for image in at.image for caption in image.captions] == ["ROC curves", "Score histogram"]
     assert not at.json, "the Models page shows no raw JSON"
+    assert any(m.value == f"Sees each frame whole, fitted into {IMAGE_SIZE}x{IMAGE_SIZE} px." for m in at.markdown)
     assert not any("this model was trained with a random teacher" in warning.value for warning in at.warning)
     at.selectbox(key="models_version").select("ts-random-1").run()
     assert any("this model was trained with a random teacher" in warning.value for warning in at.warning)
@@ -324,6 +326,10 @@ def test_models_page_promotes_and_rolls_back_as_one_action_each(dashboard_env: P
     at = open_page("models")
     at.selectbox(key="models_version").select("ts-random-1").run()
     assert any("Flags about 1.0% of good parts; threshold 2.5 from 12 held-out training images." in m.value for m in at.markdown)
+    assert any(
+        m.value == f"Sees frames in tiles of {IMAGE_SIZE} px at their own pixels, each one's lighting levelled "
+        "(tiles and levelling chosen from the training images)." for m in at.markdown
+    )
     assert [metric.label for metric in at.metric][:2] == ["Image AUROC", "Pixel AUROC"]
     at.selectbox(key="models_line").select("line-a").run()
     assert metrics(at)["Agrees with the active model"] == "75%"

@@ -48,6 +48,8 @@ def model_table(models: list[ModelInfo], lines_by_model: Mapping[str, list[str]]
 
 #: Evaluation metrics shown as figures, with the label a person reads.
 METRIC_LABELS = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", "aupro": "AUPRO", "image_f1_max": "Best image F1"}
+#: What training may choose from its images (model/data_choices.py), as a person names it.
+CHOSEN_WORDS = {"pixel_scale": "tiles", "lighting": "levelling"}
 
 
 def calibration_sentence(model: ModelInfo) -> str:
@@ -65,6 +67,28 @@ def calibration_sentence(model: ModelInfo) -> str:
     return f"{flags}; {rests_on}."
 
 
+def seeing_sentence(model: ModelInfo) -> str:
+    """How the model looks at a frame, in words, and what training chose from its images
+    (model/data_choices.py)."""
+    recipe = model.recipe or {}
+    chosen = ((model.training_data or {}).get("data_choices") or {}).get("chosen") or {}
+    shape = recipe.get("input_shape")
+    if recipe.get("pixel_scale") is None:
+        seen = f"Sees each frame whole, fitted into {shape[1]}x{shape[0]} px" if shape else "Sees each frame whole"
+    else:
+        side = shape[0] if shape else recipe.get("image_size")
+        scale = recipe["pixel_scale"]
+        seen = f"Sees frames in tiles of {side} px at " + ("their own pixels" if scale == 1 else f"{scale:g}x their pixels")
+    if recipe.get("region"):
+        seen += ", within the part's region"
+    if recipe.get("lighting") == "levelled":
+        seen += ", each one's lighting levelled"
+    named = [CHOSEN_WORDS[field] for field in chosen if field in CHOSEN_WORDS]
+    if named:
+        seen += f" ({' and '.join(named)} chosen from the training images)"
+    return seen + "."
+
+
 def model_detail(model: ModelInfo, lines: list[str], settings: DashboardSettings) -> None:
     """One model for a person: figures, the calibration in words, what it was trained on, an export."""
     st.subheader(model.version)
@@ -75,6 +99,7 @@ def model_detail(model: ModelInfo, lines: list[str], settings: DashboardSettings
         f"active on {', '.join(lines) if lines else 'no line'}"
     )
     st.markdown(calibration_sentence(model))
+    st.markdown(seeing_sentence(model))
     metrics = model.metrics or {}
     shown = [(label, metrics[name]) for name, label in METRIC_LABELS.items() if _number(metrics.get(name)) is not None]
     if shown:

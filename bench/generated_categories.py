@@ -10,6 +10,8 @@
 - `tile`: a gray texture in images of varied sizes and six lightings (faint cracks, blowholes, broken
   corners), 300 good to train, 100 good and 99 defective to test;
 - `toothbrush-gray`: the real dev set (../shared/data/mvtec_toothbrush) converted to gray;
+- `toothbrush-lamps`: the dev set with every image under one of the tile's six lightings (an object
+  whose lamp varies part to part: what levelling, chosen for such lighting, does to an object);
 - `toothbrush-N` (with --scale N ...): N good parts made from the dev set's 60 by the line-camera
   augmentation (shift, rotation, scale, exposure), JPEG at full size, train/good only.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -29,13 +32,14 @@ from tqdm import tqdm
 
 from model.augment import augmented_view
 from model.images import list_images, read_image
-from model.synthetic import STRIP_SHAPE, write_category
+from model.synthetic import STRIP_SHAPE, lamp, write_category
 
 DEV_SET = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_toothbrush"
 
 
-def write_gray_copy(source: Path, target: Path) -> None:
-    """The same MVTec-layout category with every image saved as 8-bit gray (masks copied)."""
+def write_converted_copy(source: Path, target: Path, converted: Callable[[Path], np.ndarray]) -> None:
+    """The same MVTec-layout category with every image replaced by `converted(path)` (an array
+    as cv2.imwrite takes it); masks copied."""
     for path in sorted(source.rglob("*")):
         if path.is_file() and path.suffix.lower() == ".png":
             out = target / path.relative_to(source)
@@ -43,7 +47,24 @@ def write_gray_copy(source: Path, target: Path) -> None:
             if "ground_truth" in path.parts:
                 shutil.copyfile(path, out)
             else:
-                cv2.imwrite(str(out), cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+                cv2.imwrite(str(out), converted(path))
+
+
+def write_gray_copy(source: Path, target: Path) -> None:
+    """The category with every image saved as 8-bit gray."""
+    write_converted_copy(source, target, lambda path: cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+
+
+def write_relit_copy(source: Path, target: Path, seed: int) -> None:
+    """The category with every image under one of the six lamps of `model.synthetic.lamp`, drawn
+    per image."""
+    rng = np.random.default_rng(seed)
+
+    def relit(path: Path) -> np.ndarray:
+        image = read_image(path)
+        return cv2.cvtColor(np.clip(image * lamp(image.shape[:2], rng)[..., None], 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+
+    write_converted_copy(source, target, relit)
 
 
 def write_augmented_good(source: Path, target: Path, count: int, seed: int) -> None:
@@ -79,6 +100,9 @@ def main() -> None:
             write_category(args.out / name, **options)
     if not (args.out / "toothbrush-gray").is_dir():
         write_gray_copy(DEV_SET, args.out / "toothbrush-gray")
+    if not (args.out / "toothbrush-lamps").is_dir():
+        print("writing toothbrush-lamps", flush=True)
+        write_relit_copy(DEV_SET, args.out / "toothbrush-lamps", args.seed)
     for count in args.scale:
         if not (args.out / f"toothbrush-{count}").is_dir():
             write_augmented_good(DEV_SET, args.out / f"toothbrush-{count}", count, args.seed)

@@ -314,16 +314,22 @@ def tile_shape(rng: np.random.Generator) -> tuple[int, int]:
     return int(rng.integers(235, 391)), int(rng.integers(110, 621))
 
 
+def lamp(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """(height,width) float32 light falling on an image: one of the six TILE_LIGHTINGS (a gain and
+    gradients), times a little drift."""
+    height, width = shape
+    gain, gx, gy = TILE_LIGHTINGS[int(rng.integers(len(TILE_LIGHTINGS)))]
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    return gain * (1 + gx * (xx / width - 0.5) + gy * (yy / height - 0.5)) * rng.uniform(0.96, 1.04)
+
+
 def good_tile(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """(height,width,3) uint8 gray image of a defect-free tile surface under one of six lightings.
     Its grain has a constant size in pixels whatever the image's size, as under a fixed camera."""
     height, width = shape
     fine = cv2.GaussianBlur(rng.normal(0, 1, (height, width)).astype(np.float32), (0, 0), 1.2)
     blotches = cv2.GaussianBlur(rng.normal(0, 1, (height, width)).astype(np.float32), (0, 0), 9) * 6
-    gain, gx, gy = TILE_LIGHTINGS[int(rng.integers(len(TILE_LIGHTINGS)))]
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    light = gain * (1 + gx * (xx / width - 0.5) + gy * (yy / height - 0.5)) * rng.uniform(0.96, 1.04)
-    gray = (110 + 14 * fine + 10 * blotches) * light
+    gray = (110 + 14 * fine + 10 * blotches) * lamp(shape, rng)
     return np.repeat(np.clip(gray, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,8 @@ DATABASE_URL_ENV = "DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///lineguard-data/lineguard.db"
 #: How long a SQLite connection waits for another writer's lock before failing, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Pause between tries to switch a new SQLite file to WAL while another connection holds it.
+SQLITE_WAL_RETRY_S = 0.02
 #: Key of the PostgreSQL advisory lock that serialises concurrent migrations ("lineguard" in ASCII).
 MIGRATION_LOCK_KEY = 0x6C696E6567756172
 #: Seconds a new PostgreSQL connection may take before it counts as refused (unless the URL says).
@@ -193,12 +196,28 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         # With WAL, NORMAL stays consistent; only a power loss can undo the last commits.
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """PRAGMA journal_mode = WAL, retried while another connection holds the file: switching a new
+    file takes an exclusive lock without waiting for it (the busy timeout does not apply), so
+    processes opening a new database at once would otherwise fail. Once one has switched it, the
+    others find it in WAL mode."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(SQLITE_WAL_RETRY_S)
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:

@@ -92,6 +92,33 @@ def test_migrated_schema_matches_the_declared_tables(store_engine: Engine) -> No
     assert differences == []
 
 
+def test_processes_opening_a_new_sqlite_file_at_once_all_connect(tmp_path: Path) -> None:
+    """Switching a new file to WAL can fail at once with "database is locked" while another
+    connection is switching it (the busy timeout does not cover it): several workers starting on a
+    new database must all connect. Eight at once on each of sixty new files."""
+    failures: list[BaseException] = []
+
+    def connect(engine: Engine, start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            with engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        except BaseException as error:  # collected and asserted on below
+            failures.append(error)
+
+    for trial in range(60):
+        engines = [make_engine(f"sqlite:///{tmp_path / f'new-{trial}.db'}") for _ in range(8)]
+        start = threading.Barrier(len(engines))
+        threads = [threading.Thread(target=connect, args=(engine, start)) for engine in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        for engine in engines:
+            engine.dispose()
+    assert failures == []
+
+
 def test_concurrent_upgrades_from_several_engines_all_succeed(db_url: str) -> None:  # noqa: F811
     engines = [make_engine(db_url) for _ in range(3)]
     start = threading.Barrier(len(engines))

@@ -10,8 +10,9 @@
 - `tile`: a gray texture in images of varied sizes and six lightings (faint cracks, blowholes, broken
   corners), 300 good to train, 100 good and 99 defective to test;
 - `toothbrush-gray`: the real dev set (../shared/data/mvtec_toothbrush) converted to gray;
-- `toothbrush-lamps`: the dev set with every image under one of the tile's six lightings (an object
-  whose lamp varies part to part: what levelling, chosen for such lighting, does to an object);
+- `toothbrush-lamps`, `weave-lamps`: the dev set and the weave with every image under one of the
+  tile's six lightings (an object and a texture whose lamp varies part to part: what levelling,
+  chosen for such lighting, does to each);
 - `toothbrush-N` (with --scale N ...): N good parts made from the dev set's 60 by the line-camera
   augmentation (shift, rotation, scale, exposure), JPEG at full size, train/good only.
 
@@ -100,9 +101,10 @@ def main() -> None:
             write_category(args.out / name, **options)
     if not (args.out / "toothbrush-gray").is_dir():
         write_gray_copy(DEV_SET, args.out / "toothbrush-gray")
-    if not (args.out / "toothbrush-lamps").is_dir():
-        print("writing toothbrush-lamps", flush=True)
-        write_relit_copy(DEV_SET, args.out / "toothbrush-lamps", args.seed)
+    for name, source in (("toothbrush-lamps", DEV_SET), ("weave-lamps", args.out / "weave")):
+        if not (args.out / name).is_dir():
+            print(f"writing {name}", flush=True)
+            write_relit_copy(source, args.out / name, args.seed)
     for count in args.scale:
         if not (args.out / f"toothbrush-{count}").is_dir():
             write_augmented_good(DEV_SET, args.out / f"toothbrush-{count}", count, args.seed)

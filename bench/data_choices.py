@@ -16,7 +16,7 @@ from pathlib import Path
 from model.data_choices import choose_from_data
 from model.images import read_image
 from model.recipe import Recipe
-from model.training import LIGHTING_SAMPLE_IMAGES, find_good_images, good_image_folder
+from model.training import LIGHTING_SAMPLE_IMAGES, evenly_spaced, find_good_images, good_image_folder
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     for category in args.categories:
         folder, _ = good_image_folder(category)
         paths, shapes, _ = find_good_images(folder)
-        sample = paths[:: max(1, len(paths) // LIGHTING_SAMPLE_IMAGES)][:LIGHTING_SAMPLE_IMAGES]
+        sample = evenly_spaced(paths, LIGHTING_SAMPLE_IMAGES)
         _, measured = choose_from_data(Recipe(), shapes, lambda: [read_image(path) for path in sample])
         chosen = ", ".join(f"{key} {value}" for key, value in measured["chosen"].items()) or "the default"
         print(f"{category.name:24s} {len(paths):6d} {measured['scale_spread']:12.2f} {measured['shape_spread']:12.2f} {measured['lighting_spread']:15.3f}  {chosen}")

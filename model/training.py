@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -37,6 +39,7 @@ from model.synthetic import unrelated_image
 from model.teacher import resolve_teacher_weights
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MIN_TRAINING_IMAGES = 4
 # Images decoded (at most) to measure how the lighting varies between good parts.
 LIGHTING_SAMPLE_IMAGES = 64
@@ -126,6 +129,11 @@ def load_training_images(paths: list[Path], recipe: Recipe, progress: bool) -> t
     if len(images) < MIN_TRAINING_IMAGES:
         raise DatasetError(f"only {len(images)} training image(s) could be decoded; training needs at least {MIN_TRAINING_IMAGES}")
     return images, (captured or images), unreadable
+
+
+def evenly_spaced(items: Sequence[T], count: int) -> Sequence[T]:
+    """At most `count` of `items`, taken at an even step from the first."""
+    return items[:: max(1, len(items) // count)][:count]
 
 
 def decoded_regions(paths: list[Path], recipe: Recipe) -> list[np.ndarray]:
@@ -347,7 +355,7 @@ def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device:
     The student has seen these images, but its discrepancy on them is within 3% of that on
     held-out ones, scale for scale (docs/design.md), and held-out images stay for calibration."""
     network.eval()
-    chosen = images[:: max(1, len(images) // SCALE_STATISTICS_IMAGES)][:SCALE_STATISTICS_IMAGES]
+    chosen = evenly_spaced(images, SCALE_STATISTICS_IMAGES)
     if network.recipe.pixel_scale is not None:
         rng = np.random.default_rng(0)
         chosen = [tiling.random_crop(image, *network.recipe.input_shape, rng) for image in chosen]
@@ -382,7 +390,7 @@ def train(
     if recipe.global_branch:
         train_idx, normalisation_idx = split_map_normalisation(train_idx, len(paths), rng)
     seen_shapes = [(bottom - top, right - left) for (top, left, bottom, right) in (region_box(*shapes[i], recipe.region) for i in train_idx)]
-    sample = [paths[i] for i in train_idx[:: max(1, len(train_idx) // LIGHTING_SAMPLE_IMAGES)][:LIGHTING_SAMPLE_IMAGES]]
+    sample = [paths[i] for i in evenly_spaced(train_idx, LIGHTING_SAMPLE_IMAGES)]
     recipe, data_choices = choose_from_data(recipe, seen_shapes, lambda: decoded_regions(sample, recipe))
     # Tiles are square; a whole image (its region) is seen in the training images' median aspect ratio.
     input_shape = input_shape_for([(1, 1)] if recipe.pixel_scale is not None else seen_shapes, recipe.image_size, recipe.stride)

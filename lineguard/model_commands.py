@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from model.choices import Backbone, ImageScore, Lighting, Precision, options
+from model.choices import Backbone, Discrepancy, ImageScore, Lighting, Precision, options
 
 log = logging.getLogger("lineguard")
 
@@ -22,6 +22,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--taps", help="comma-separated teacher layers, e.g. relu2_2,relu3_3,relu4_3")
     train.add_argument("--image-size", type=int)
     train.add_argument("--student-width", type=float)
+    train.add_argument(
+        "--discrepancy",
+        choices=options(Discrepancy),
+        help="how student and teacher are compared: cosine (default) or standardised (each teacher channel in units of "
+        "its spread on good parts, squared difference)",
+    )
     train.add_argument(
         "--global-branch", action="store_true", default=None, help="add the global branch: finds parts missing or out of place"
     )
@@ -151,6 +157,7 @@ def run_train(args: argparse.Namespace) -> int:
             "backbone": "backbone",
             "image_size": "image_size",
             "student_width": "student_width",
+            "discrepancy": "discrepancy",
             "global_branch": "global_branch",
             "pixel_scale": "pixel_scale",
             "lighting": "lighting",

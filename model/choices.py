@@ -8,6 +8,8 @@ from typing import Literal, get_args
 Backbone = Literal["vgg16", "vgg19"]
 Lighting = Literal["as_captured", "levelled"]
 ImageScore = Literal["topk_mean", "max"]
+# How the student's prediction is compared with the teacher's features at each position (model/loss.py).
+Discrepancy = Literal["cosine", "standardised"]
 Precision = Literal["auto", "fp32", "bf16"]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model.choices import Backbone, ImageScore, Lighting, Precision
+from model.choices import Backbone, Discrepancy, ImageScore, Lighting, Precision
 from model.teacher import tap_indices, tap_stride
 
 DEFAULT_FALSE_REJECT_RATE = 0.01
@@ -33,6 +33,12 @@ class Recipe(BaseModel):
     student_width: float = Field(0.5, gt=0.0, le=1.0, description="student channels as a fraction of VGG's")
     normalise_scales: bool = Field(
         True, description="divide each scale's map by its mean on good training images before summing"
+    )
+    discrepancy: Discrepancy = Field(
+        "cosine",
+        description="cosine: 1 - cos of teacher and student features per position (the article's); standardised: each "
+        "teacher channel standardised by its mean and spread on the good training images, and half the mean squared "
+        "difference of the student from it (EfficientAD's)",
     )
     blur_sigma: float = Field(4.0, ge=0.0, le=32.0, description="Gaussian blur of the anomaly map, input pixels")
     global_branch: bool = Field(

@@ -68,6 +68,11 @@ class TeacherStudent(nn.Module):
         # Each scale's map is divided by its mean on good parts (set after training), so that every
         # scale counts in units of its own normal discrepancy; ones until then.
         self.register_buffer("scale_weights", torch.ones(len(recipe.taps)))
+        if recipe.discrepancy == "standardised":
+            # Each teacher channel's (mean, spread) on good training images, the taps' channels
+            # concatenated; set before training (model.training.fit_feature_statistics).
+            channels = sum(self.teacher.channels)
+            self.register_buffer("feature_statistics", torch.stack([torch.zeros(channels), torch.ones(channels)]))
         self.autoencoder: GlobalAutoencoder | None = None
         if recipe.global_branch:
             if recipe.input_shape is None:
@@ -81,25 +86,35 @@ class TeacherStudent(nn.Module):
         runtime runs."""
         return self.anomaly_maps(batch)
 
+    def teacher_targets(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """(B,3,H,W) normalised input -> per tap, the teacher's features the student predicts: as
+        they are, or with the standardised discrepancy each channel standardised."""
+        features = self.teacher(batch)
+        if self.recipe.discrepancy != "standardised":
+            return features
+        means, spreads = (part.split(self.teacher.channels) for part in self.feature_statistics)
+        return [(f - m.view(1, -1, 1, 1).to(f.dtype)) / s.view(1, -1, 1, 1).to(f.dtype) for f, m, s in zip(features, means, spreads)]
+
     def _upsampled(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
     def component_maps(self, batch: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """(B,3,H,W) normalised input -> (per tap, 1 - cos upsampled to (B,H,W); the global map
+        """(B,3,H,W) normalised input -> (per tap, the discrepancy upsampled to (B,H,W); the global map
         (B,H,W), or None without the global branch), float32, unblurred, from one pass."""
-        teacher_maps = self.teacher(batch)
+        teacher_maps = self.teacher_targets(batch)
         student_maps, global_prediction = self.student.predictions(batch)
         reconstruction = self.autoencoder(batch) if self.autoencoder is not None else None
         # Maps stay float32 under any autocast: bf16 would quantise the small differences that rank parts.
         with torch.autocast(batch.device.type, enabled=False):
             size = batch.shape[-2:]
-            scales = [self._upsampled(discrepancy_map(t, s), size) for t, s in zip(teacher_maps, student_maps)]
+            kind = self.recipe.discrepancy
+            scales = [self._upsampled(discrepancy_map(t, s, kind), size) for t, s in zip(teacher_maps, student_maps)]
             if reconstruction is None:
                 return scales, None
-            return scales, self._upsampled(discrepancy_map(reconstruction, global_prediction), size)
+            return scales, self._upsampled(discrepancy_map(reconstruction, global_prediction, kind), size)
 
     def scale_maps(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """(B,3,H,W) normalised input -> per tap, 1 - cos upsampled to (B,H,W), float32."""
+        """(B,3,H,W) normalised input -> per tap, the discrepancy upsampled to (B,H,W), float32."""
         return self.component_maps(batch)[0]
 
     def local_and_global_maps(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from model.augment import augmented_view, relit, tinted
 from model.calibration import MIN_CALIBRATION_IMAGES, fit_calibration
+from model.choices import Discrepancy
 from model.checkpoint import save_checkpoint
 from model.image_stats import THUMBNAIL_SIDE, image_reference
 from model.devices import autocast, resolve_device, resolve_precision
@@ -45,8 +46,12 @@ MIN_TRAINING_IMAGES = 4
 LIGHTING_SAMPLE_IMAGES = 64
 # Held-out images are scored this many at a time when calibrating.
 CALIBRATION_BATCH = 8
-# Training images (at most) whose maps set the weights of the scales.
+# Training images (at most) whose maps set the weights of the scales, and whose teacher features
+# set the standardised discrepancy's channel statistics.
 SCALE_STATISTICS_IMAGES = 64
+# With the standardised discrepancy, no channel's spread is taken below this share of its tap's
+# median spread.
+FLOOR_OF_MEDIAN_SPREAD = 0.01
 # With the global branch, good images held out (besides the calibration ones) whose maps set the
 # quantiles that bring local and global maps to one scale: this share, within these bounds.
 MAP_NORMALISATION_FRACTION = 0.08
@@ -202,13 +207,13 @@ def unrelated_batch_size(settings: TrainingSettings) -> int:
 def teacher_features(
     network: TeacherStudent, views: np.ndarray, batch_size: int, device: torch.device, precision: str
 ) -> list[torch.Tensor]:
-    """(N,H,W,3) uint8 views -> per tap, the teacher's (N,C,h,w) features on `device`, in bf16
+    """(N,H,W,3) uint8 views -> per tap, the teacher's (N,C,h,w) targets on `device`, in bf16
     (half the memory; the loss compares in float32 anyway)."""
     chunks = []
     with torch.no_grad(), autocast(device, precision):
         for start in range(0, len(views), batch_size):
             inputs = to_network_input(list(views[start : start + batch_size]), device)
-            chunks.append([f.to(torch.bfloat16) for f in network.teacher(inputs)])
+            chunks.append([f.to(torch.bfloat16) for f in network.teacher_targets(inputs)])
     return [torch.cat(per_tap) for per_tap in zip(*chunks)]
 
 
@@ -251,6 +256,7 @@ def train_student(
     round_views = views_per_round(network, settings)
     per_step_unrelated = unrelated_batch_size(settings)
     round_unrelated = -(-round_views * per_step_unrelated // settings.batch_size)
+    kind = network.recipe.discrepancy
     losses: list[float] = []
     bar = tqdm(total=settings.steps, desc="training", unit="step", disable=not progress)
     while len(losses) < settings.steps:
@@ -268,9 +274,9 @@ def train_student(
             inputs = to_network_input(list(views[chosen]), device)
             with autocast(device, precision):
                 predictions, global_prediction = student.predictions(inputs)
-                loss = distillation_loss(targets, predictions, settings.hard_fraction, settings.hard_features)
+                loss = distillation_loss(targets, predictions, settings.hard_fraction, settings.hard_features, kind)
                 if autoencoder is not None:
-                    loss = loss + global_branch_loss(targets[-1], autoencoder(inputs), global_prediction)
+                    loss = loss + global_branch_loss(targets[-1], autoencoder(inputs), global_prediction, kind)
                 if per_step_unrelated:
                     picked = unrelated_order[step * per_step_unrelated : (step + 1) * per_step_unrelated]
                     loss = loss + settings.unrelated_penalty * unrelated_penalty_term(
@@ -299,11 +305,13 @@ def unrelated_penalty_term(student, teacher_maps: list[torch.Tensor], images: np
         student.train()
 
 
-def global_branch_loss(teacher_deepest: torch.Tensor, reconstruction: torch.Tensor, global_prediction: torch.Tensor) -> torch.Tensor:
-    """The autoencoder learns the teacher's deepest features (2 - 2 cos per position); the student's
-    global head learns the autoencoder's output, which it must not move (so it is detached)."""
-    reconstruction_loss = 2.0 * discrepancy_map(teacher_deepest, reconstruction).mean()
-    head_loss = 2.0 * discrepancy_map(reconstruction.detach(), global_prediction).mean()
+def global_branch_loss(
+    teacher_deepest: torch.Tensor, reconstruction: torch.Tensor, global_prediction: torch.Tensor, kind: Discrepancy
+) -> torch.Tensor:
+    """The autoencoder learns the teacher's deepest targets (twice the discrepancy per position);
+    the student's global head learns the autoencoder's output, which it must not move (so it is detached)."""
+    reconstruction_loss = 2.0 * discrepancy_map(teacher_deepest, reconstruction, kind).mean()
+    head_loss = 2.0 * discrepancy_map(reconstruction.detach(), global_prediction, kind).mean()
     return reconstruction_loss + head_loss
 
 
@@ -349,16 +357,46 @@ def split_map_normalisation(train_idx: np.ndarray, count: int, rng: np.random.Ge
     return np.sort(order[wanted:]), np.sort(order[:wanted])
 
 
+def statistics_inputs(recipe: Recipe, images: list[np.ndarray]) -> list[np.ndarray]:
+    """A fixed sample of training images at the input shape (with a pixel_scale, a tile of each)
+    from which statistics of good parts are taken: the same sample every time, whatever the step."""
+    chosen = evenly_spaced(images, SCALE_STATISTICS_IMAGES)
+    if recipe.pixel_scale is not None:
+        rng = np.random.default_rng(0)
+        chosen = [tiling.random_crop(image, *recipe.input_shape, rng) for image in chosen]
+    return list(chosen)
+
+
+def fit_feature_statistics(network: TeacherStudent, images: list[np.ndarray], device: torch.device, precision: str) -> None:
+    """For the standardised discrepancy: set each teacher channel's mean and spread over every
+    position of a sample of good training images. A spread is taken at least FLOOR_OF_MEDIAN_SPREAD
+    of its tap's median, so a channel all but silent on good parts cannot blow up the map."""
+    chosen = statistics_inputs(network.recipe, images)
+    taps = len(network.teacher.channels)
+    sums, squares, counts = [0.0] * taps, [0.0] * taps, [0] * taps
+    with torch.inference_mode(), autocast(device, precision):
+        for start in range(0, len(chosen), CALIBRATION_BATCH):
+            for index, features in enumerate(network.teacher(to_network_input(chosen[start : start + CALIBRATION_BATCH], device))):
+                features = features.double().cpu()
+                sums[index] = sums[index] + features.sum(dim=(0, 2, 3))
+                squares[index] = squares[index] + features.square().sum(dim=(0, 2, 3))
+                counts[index] += features[:, 0].numel()
+    means, spreads = [], []
+    for total, square, count in zip(sums, squares, counts):
+        mean = total / count
+        spread = (square / count - mean.square()).clamp_min(0.0).sqrt()
+        means.append(mean)
+        spreads.append(spread.clamp_min(FLOOR_OF_MEDIAN_SPREAD * float(spread.median())))
+    network.feature_statistics.copy_(torch.stack([torch.cat(means), torch.cat(spreads)]).to(network.feature_statistics))
+
+
 def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device: torch.device, precision: str) -> list[float]:
     """Set the network's scale weights to 1 / (taps x each scale's mean map on good training images),
     so a good part's map averages about 1 and no scale outweighs another by its units alone.
     The student has seen these images, but its discrepancy on them is within 3% of that on
     held-out ones, scale for scale (docs/design.md), and held-out images stay for calibration."""
     network.eval()
-    chosen = evenly_spaced(images, SCALE_STATISTICS_IMAGES)
-    if network.recipe.pixel_scale is not None:
-        rng = np.random.default_rng(0)
-        chosen = [tiling.random_crop(image, *network.recipe.input_shape, rng) for image in chosen]
+    chosen = statistics_inputs(network.recipe, images)
     totals = torch.zeros(len(network.recipe.taps), dtype=torch.float64)
     with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(chosen), CALIBRATION_BATCH):
@@ -378,6 +416,8 @@ def train(
     progress: bool = True,
 ) -> TrainingResult:
     """Train for the step budget, calibrate on held-out good images and save a checkpoint at `out_path`."""
+    if settings.unrelated_penalty > 0 and recipe.discrepancy != "cosine":
+        raise ValueError("the unrelated-image penalty compares directions: it is for the cosine discrepancy only")
     started = time.monotonic()
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
@@ -404,6 +444,8 @@ def train(
     network.to(device)
 
     images, captured, unreadable = load_training_images([paths[i] for i in train_idx], recipe, progress)
+    if recipe.discrepancy == "standardised":
+        fit_feature_statistics(network, images, device, precision)
     losses = train_student(network, images, settings, device, precision, rng, progress)
     scale_means = fit_scale_weights(network, images, device, precision) if recipe.normalise_scales else None
     reference = image_reference(captured)

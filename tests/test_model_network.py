@@ -187,3 +187,17 @@ def test_imitation_penalty_is_one_per_scale_for_a_copy_and_zero_for_the_unlike()
     assert imitation_penalty(teacher, [-t for t in teacher]) == pytest.approx(0.0, abs=1e-6)
     halfway = imitation_penalty(teacher, [torch.randn_like(t) for t in teacher])
     assert 0.05 < float(halfway) < 1.0
+
+
+def test_standardised_discrepancy_is_half_the_mean_squared_difference_and_the_losses_agree():
+    torch.manual_seed(0)
+    teacher, student = [torch.randn(2, 8, 10, 10)], [torch.randn(2, 8, 10, 10)]
+    expected = 0.5 * (teacher[0] - student[0]).square().mean(dim=1)
+    assert torch.allclose(discrepancy_map(teacher[0], student[0], "standardised"), expected, atol=1e-6)
+    # Unlike the cosine, it sees size: a student three times the teacher is not a match.
+    assert float(discrepancy_map(teacher[0], 3 * teacher[0], "standardised").mean()) > 1.0
+    features = feature_distances(teacher[0], student[0], "standardised")
+    assert torch.allclose(features.mean(dim=1), 2.0 * expected, atol=1e-5)
+    assert distillation_loss(teacher, student, kind="standardised") == pytest.approx(float(2.0 * expected.mean()), rel=1e-6)
+    worst = features.flatten().sort(descending=True).values[:16].mean()
+    assert distillation_loss(teacher, student, hard_features=0.01, kind="standardised") == pytest.approx(float(worst), rel=1e-6)

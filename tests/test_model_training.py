@@ -315,3 +315,51 @@ def test_local_tint_casts_one_smooth_bounded_patch_and_only_when_asked():
     plain = training_view(image, Recipe(image_size=64), np.random.default_rng(3))
     assert np.array_equal(plain, training_view(image, Recipe(image_size=64, local_tint=0.0), np.random.default_rng(3)))
     assert not np.array_equal(plain, training_view(image, Recipe(image_size=64, local_tint=0.2), np.random.default_rng(3)))
+
+
+def test_standardised_teacher_channels_have_mean_0_and_spread_1_on_the_good_sample():
+    """The statistics are those of the images they were taken from: standardised targets of the
+    same images average 0 and spread 1 per channel, except where a near-silent channel's spread
+    was raised to the floor."""
+    import torch
+
+    from model.geometry import to_network_input
+    from model.scoring import TeacherStudent
+    from model.training import FLOOR_OF_MEDIAN_SPREAD, fit_feature_statistics
+
+    torch.manual_seed(0)
+    network = TeacherStudent(Recipe(input_shape=(64, 64), taps=["relu2_2", "relu3_3"], student_width=0.125, discrepancy="standardised"))
+    images = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(10)]
+    fit_feature_statistics(network, images, torch.device("cpu"), "fp32")
+    with torch.inference_mode():
+        raw = network.teacher(to_network_input(images))
+        targets = network.teacher_targets(to_network_input(images))
+    for tap, (features, standardised) in enumerate(zip(raw, targets)):
+        spreads = features.std(dim=(0, 2, 3), unbiased=False)
+        floored = spreads < FLOOR_OF_MEDIAN_SPREAD * spreads.median()
+        assert torch.allclose(standardised.mean(dim=(0, 2, 3)), torch.zeros(1), atol=1e-3)
+        assert torch.allclose(standardised.std(dim=(0, 2, 3), unbiased=False)[~floored], torch.ones(1), atol=1e-3)
+        assert bool((standardised.std(dim=(0, 2, 3), unbiased=False)[floored] < 1).all())
+
+
+def test_a_standardised_model_trains_saves_and_finds_the_defects(tmp_path, synthetic_category, teacher_weights):
+    recipe = Recipe(image_size=128, student_width=0.25, taps=["relu2_2", "relu3_3"], discrepancy="standardised")
+    out = tmp_path / "standardised.pt"
+    train(synthetic_category, out, recipe, TrainingSettings(steps=80, batch_size=4, device="cpu"), str(teacher_weights), progress=False)
+    payload = read_checkpoint(out)
+    assert payload["recipe"]["discrepancy"] == "standardised"
+    means, spreads = payload["state_dict"]["feature_statistics"]
+    assert means.shape == (128 + 256,) and bool((spreads > 0).all()) and not bool((means == 0).all())
+    model = load_checkpoint(out, device="cpu", precision="fp32")
+    good = [read_image(p) for p in list_images(synthetic_category / "test" / "good")]
+    defective = [read_image(p) for p in list_images(synthetic_category / "test" / "defective")]
+    good_scores = [r.raw_score for r in model.score_images(good)]
+    defect_scores = [r.raw_score for r in model.score_images(defective)]
+    assert np.mean([d > g for d in defect_scores for g in good_scores]) >= 0.9, (good_scores, defect_scores)
+
+
+def test_the_unrelated_penalty_is_refused_with_the_standardised_discrepancy(tmp_path, synthetic_category, teacher_weights):
+    recipe = Recipe(image_size=64, student_width=0.125, taps=["relu2_2"], discrepancy="standardised")
+    with pytest.raises(ValueError, match="cosine discrepancy only"):
+        train(synthetic_category, tmp_path / "x.pt", recipe, TrainingSettings(steps=2, unrelated_penalty=1.0), str(teacher_weights), progress=False)
+    assert not (tmp_path / "x.pt").exists()

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from model.choices import Backbone, Discrepancy, ImageScore, Lighting, Precision, options
+from model.choices import Backbone, Discrepancy, ImageScore, Lighting, Precision, ScaleWeighting, options
 
 log = logging.getLogger("lineguard")
 
@@ -27,6 +27,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         choices=options(Discrepancy),
         help="how student and teacher are compared: cosine (default) or standardised (each teacher channel in units of "
         "its spread on good parts, squared difference)",
+    )
+    train.add_argument(
+        "--scale-weighting",
+        choices=options(ScaleWeighting),
+        help="how the taps' maps are weighted: map_mean (default; each in units of its mean on good parts) or "
+        "score_spread (also each by the inverse spread of its good parts' image scores)",
     )
     train.add_argument(
         "--global-branch", action="store_true", default=None, help="add the global branch: finds parts missing or out of place"
@@ -158,6 +164,7 @@ def run_train(args: argparse.Namespace) -> int:
             "image_size": "image_size",
             "student_width": "student_width",
             "discrepancy": "discrepancy",
+            "scale_weighting": "scale_weighting",
             "global_branch": "global_branch",
             "pixel_scale": "pixel_scale",
             "lighting": "lighting",

@@ -10,6 +10,8 @@ Lighting = Literal["as_captured", "levelled"]
 ImageScore = Literal["topk_mean", "max"]
 # How the student's prediction is compared with the teacher's features at each position (model/loss.py).
 Discrepancy = Literal["cosine", "standardised"]
+# How the taps' maps are weighted before they are summed (model/training.py `fit_scale_weights`).
+ScaleWeighting = Literal["map_mean", "score_spread"]
 Precision = Literal["auto", "fp32", "bf16"]
 
 

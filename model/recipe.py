@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model.choices import Backbone, Discrepancy, ImageScore, Lighting, Precision
+from model.choices import Backbone, Discrepancy, ImageScore, Lighting, Precision, ScaleWeighting
 from model.teacher import tap_indices, tap_stride
 
 DEFAULT_FALSE_REJECT_RATE = 0.01
@@ -33,6 +33,12 @@ class Recipe(BaseModel):
     student_width: float = Field(0.5, gt=0.0, le=1.0, description="student channels as a fraction of VGG's")
     normalise_scales: bool = Field(
         True, description="divide each scale's map by its mean on good training images before summing"
+    )
+    scale_weighting: ScaleWeighting = Field(
+        "map_mean",
+        description="with normalise_scales: map_mean, each scale's map in units of its mean on good training images; "
+        "score_spread, also each scale weighted by the inverse spread of the image scores it gives those images, so a "
+        "scale whose good parts' scores vary more counts less",
     )
     discrepancy: Discrepancy = Field(
         "cosine",

@@ -35,7 +35,7 @@ from model import tiling
 from model.global_branch import HIGH_QUANTILE, LOW_QUANTILE
 from model.loss import discrepancy_map, distillation_loss, imitation_penalty
 from model.recipe import Recipe, TrainingSettings
-from model.scoring import InspectionModel, TeacherStudent
+from model.scoring import InspectionModel, TeacherStudent, image_score
 from model.synthetic import unrelated_image
 from model.teacher import resolve_teacher_weights
 
@@ -390,22 +390,34 @@ def fit_feature_statistics(network: TeacherStudent, images: list[np.ndarray], de
     network.feature_statistics.copy_(torch.stack([torch.cat(means), torch.cat(spreads)]).to(network.feature_statistics))
 
 
-def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device: torch.device, precision: str) -> list[float]:
-    """Set the network's scale weights to 1 / (taps x each scale's mean map on good training images),
-    so a good part's map averages about 1 and no scale outweighs another by its units alone.
+def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device: torch.device, precision: str) -> dict[str, list[float]]:
+    """Set the network's scale weights from a sample of good training images and return what they
+    rest on: each scale's mean map and the spread (sd) of the image scores its map alone gives.
+
+    map_mean: 1 / (taps x the scale's mean map), so a good part's map averages about 1 and no scale
+    outweighs another by its units alone. score_spread: each of those also times a factor in
+    inverse proportion to the scale's image-score spread in those units (the factors averaging 1),
+    so a scale whose good parts' scores vary more, and would hide a defect among them, counts less.
     The student has seen these images, but its discrepancy on them is within 3% of that on
     held-out ones, scale for scale (docs/design.md), and held-out images stay for calibration."""
     network.eval()
     chosen = statistics_inputs(network.recipe, images)
-    totals = torch.zeros(len(network.recipe.taps), dtype=torch.float64)
+    map_means, image_scores = [], []
     with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(chosen), CALIBRATION_BATCH):
-            inputs = to_network_input(chosen[start : start + CALIBRATION_BATCH], device)
-            totals += torch.stack([m.double().mean(dim=(1, 2)).sum() for m in network.scale_maps(inputs)]).cpu()
-    means = totals / len(chosen)
-    network.scale_weights.copy_((1.0 / (len(means) * means)).to(network.scale_weights))
-    return [float(m) for m in means]
-
+            maps = network.scale_maps(to_network_input(chosen[start : start + CALIBRATION_BATCH], device))
+            map_means.append(torch.stack([m.double().mean(dim=(1, 2)) for m in maps], dim=1).cpu())
+            # The blur is linear and a top-k mean or a maximum scales with its map, so the scores of
+            # raw maps divided by the mean map are those of the mean-normalised maps.
+            image_scores.append(torch.stack([torch.stack([image_score(network.recipe, b) for b in network.blur(m)]) for m in maps], dim=1).double().cpu())
+    means = torch.cat(map_means).mean(dim=0)
+    spreads = torch.cat(image_scores).std(dim=0, unbiased=False) / means
+    weights = 1.0 / (len(means) * means)
+    if network.recipe.scale_weighting == "score_spread":
+        factors = 1.0 / spreads.clamp_min(1e-12)
+        weights = weights * factors * len(factors) / factors.sum()
+    network.scale_weights.copy_(weights.to(network.scale_weights))
+    return {"map_means": [float(m) for m in means], "score_spreads": [float(s) for s in spreads]}
 
 def train(
     data_dir: str | Path,
@@ -447,7 +459,7 @@ def train(
     if recipe.discrepancy == "standardised":
         fit_feature_statistics(network, images, device, precision)
     losses = train_student(network, images, settings, device, precision, rng, progress)
-    scale_means = fit_scale_weights(network, images, device, precision) if recipe.normalise_scales else None
+    scale_statistics = fit_scale_weights(network, images, device, precision) if recipe.normalise_scales else None
     reference = image_reference(captured)
     del images, captured
     map_quantiles = (
@@ -470,7 +482,8 @@ def train(
         "data_choices": data_choices,
         "settings": settings.model_dump(),
         "final_loss": float(np.mean(losses[-50:])),
-        "scale_means": scale_means,
+        "scale_means": scale_statistics and scale_statistics["map_means"],
+        "scale_score_spreads": scale_statistics and scale_statistics["score_spreads"],
         "map_normalisation_images": [paths[i].name for i in normalisation_idx],
         "map_quantiles": map_quantiles,
         "device": str(device),

@@ -38,18 +38,21 @@ def test_bad_settings_name_the_setting(capsys, tmp_path):
     assert code == 2 and "steps" in err
 
 
-def test_train_sets_the_image_score_and_local_tint_a_line_chooses(capsys, tmp_path, synthetic_category):
+def test_train_sets_the_image_score_local_tint_and_map_options_a_line_chooses(capsys, tmp_path, synthetic_category):
     from model.checkpoint import read_checkpoint
 
     out = tmp_path / "m.pt"
     code, _, err = run_cli(
         capsys, "train", str(synthetic_category), "--out", str(out), "--teacher-weights", "random", "--image-size", "64",
         "--student-width", "0.25", "--taps", "relu2_2,relu3_3", "--steps", "2", "--batch-size", "2", "--no-progress",
-        "--topk-fraction", "0.01", "--local-tint", "0.2",
+        "--topk-fraction", "0.01", "--local-tint", "0.2", "--scale-weighting", "score_spread", "--discrepancy", "standardised",
     )
     assert code == 0, err
-    recipe = read_checkpoint(out)["recipe"]
+    payload = read_checkpoint(out)
+    recipe = payload["recipe"]
     assert recipe["topk_fraction"] == 0.01 and recipe["image_score"] == "topk_mean" and recipe["local_tint"] == 0.2
+    assert recipe["scale_weighting"] == "score_spread" and recipe["discrepancy"] == "standardised"
+    assert len(payload["training_data"]["scale_score_spreads"]) == 2
 
 
 def test_a_share_of_no_pixels_names_the_setting(capsys, tmp_path, synthetic_category):

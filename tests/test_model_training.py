@@ -216,11 +216,37 @@ def test_scale_weights_put_each_scale_of_good_parts_at_the_same_mean():
     torch.manual_seed(0)
     network = TeacherStudent(Recipe(input_shape=(64, 64), taps=["relu2_2", "relu3_3"], student_width=0.125))
     images = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(10)]
-    means = fit_scale_weights(network, images, torch.device("cpu"), "fp32")
+    means = fit_scale_weights(network, images, torch.device("cpu"), "fp32")["map_means"]
     assert means[0] != pytest.approx(means[1], rel=0.05)  # the raw scales differ, so the test can fail
     with torch.inference_mode():
         weighted = [float((m * w).mean()) for m, w in zip(network.scale_maps(to_network_input(images)), network.scale_weights)]
     assert weighted == pytest.approx([0.5, 0.5], rel=1e-3)
+
+
+def test_score_spread_weighting_gives_every_scale_the_same_spread_of_image_scores():
+    """With score_spread, each scale's weighted map gives the good sample's images scores of one
+    spread, and the factors on the mean weighting average 1."""
+    import torch
+
+    from model.geometry import to_network_input
+    from model.scoring import TeacherStudent, image_score
+    from model.training import fit_scale_weights
+
+    images = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(10)]
+    weights = {}
+    for weighting in ("map_mean", "score_spread"):
+        torch.manual_seed(0)
+        network = TeacherStudent(Recipe(input_shape=(64, 64), taps=["relu2_2", "relu3_3"], student_width=0.125, scale_weighting=weighting))
+        statistics = fit_scale_weights(network, images, torch.device("cpu"), "fp32")
+        weights[weighting] = network.scale_weights.clone()
+    with torch.inference_mode():
+        spreads = [
+            float(torch.stack([image_score(network.recipe, b) for b in network.blur(m * w)]).std(unbiased=False))
+            for m, w in zip(network.scale_maps(to_network_input(images)), network.scale_weights)
+        ]
+    assert statistics["score_spreads"][0] != pytest.approx(statistics["score_spreads"][1], rel=0.05)  # so the test can fail
+    assert spreads[0] == pytest.approx(spreads[1], rel=1e-3)
+    assert float((weights["score_spread"] / weights["map_mean"]).mean()) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_unrelated_images_are_varied_and_drawn_from_the_seed():

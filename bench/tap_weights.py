@@ -89,7 +89,7 @@ def main() -> None:
         threshold = fit_calibration(scores(model, calibration_maps, weights), model.calibration.false_reject_rate).threshold
         test = scores(model, test_maps, weights)
         print(
-            f"{name:>20} (factors on the model's {np.round((weights / model_weights).numpy(), 2).tolist()}): "
+            f"{name:>20} (factors on the model's {np.round((weights / model_weights).double().numpy(), 2).tolist()}): "
             f"image AUROC {image_auroc(defective, test):.3f}, good flagged {int((test[~defective] > threshold).sum())}/"
             f"{int((~defective).sum())}, defective caught {int((test[defective] > threshold).sum())}/{int(defective.sum())}",
             flush=True,

@@ -419,6 +419,7 @@ def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device:
     network.scale_weights.copy_(weights.to(network.scale_weights))
     return {"map_means": [float(m) for m in means], "score_spreads": [float(s) for s in spreads]}
 
+
 def train(
     data_dir: str | Path,
     out_path: str | Path,

@@ -36,11 +36,19 @@ IMAGE_SCORES = {"max": None, "top1%": 0.01, "top5%": 0.05, "top10%": 0.10}
 
 
 def scale_maps(model: InspectionModel, images: list[np.ndarray]) -> list[list[torch.Tensor]]:
-    """Per image, per tap: the unblurred 1 - cos map over the image's own pixels, at input size."""
+    """Per image, per tap: the unblurred discrepancy map over the image's own pixels, at input size."""
     batch, fitted = model.prepare(images)
     with torch.inference_mode(), torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=model.precision == "bf16"):
         per_tap = model.network.scale_maps(batch)
     return [[m[i, : f.content_height, : f.content_width].float().cpu() for m in per_tap] for i, f in enumerate(fitted)]
+
+
+def scale_maps_of_files(model: InspectionModel, paths: list[Path]) -> list[list[torch.Tensor]]:
+    """`scale_maps` of image files, read eight at a time so that memory stays bounded."""
+    maps = []
+    for start in range(0, len(paths), 8):
+        maps.extend(scale_maps(model, [read_image(path) for path in paths[start : start + 8]]))
+    return maps
 
 
 def image_score(anomaly_map: torch.Tensor, fraction: float | None) -> float:

@@ -27,11 +27,11 @@ import cv2
 import numpy as np
 import torch
 
-from bench.recipe_ablation import image_score, scale_maps
+from bench.recipe_ablation import image_score, scale_maps_of_files
 from model.calibration import fit_calibration
 from model.checkpoint import load_checkpoint, read_checkpoint
 from model.evaluation import find_test_cases
-from model.images import read_image, read_mask
+from model.images import read_mask
 from model.metrics import image_auroc, pixel_auroc
 from model.scoring import gaussian_kernel, smoothed
 
@@ -52,11 +52,10 @@ def combined_maps(model, paths: list[Path]) -> list[dict[str, torch.Tensor]]:
     ("tap0", ...), unblurred, over the image's own pixels."""
     weights = model.network.scale_weights.cpu()
     maps = []
-    for start in range(0, len(paths), 8):
-        for per_tap in scale_maps(model, [read_image(path) for path in paths[start : start + 8]]):
-            kinds = {"weighted": sum(m * w for m, w in zip(per_tap, weights))}
-            kinds.update({f"tap{k}": m * w for k, (m, w) in enumerate(zip(per_tap, weights))})
-            maps.append(kinds)
+    for per_tap in scale_maps_of_files(model, paths):
+        kinds = {"weighted": sum(m * w for m, w in zip(per_tap, weights))}
+        kinds.update({f"tap{k}": m * w for k, (m, w) in enumerate(zip(per_tap, weights))})
+        maps.append(kinds)
     return maps
 
 

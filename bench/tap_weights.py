@@ -20,22 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.recipe_ablation import scale_maps
+from bench.recipe_ablation import scale_maps_of_files
 from model.calibration import fit_calibration
 from model.checkpoint import load_checkpoint, read_checkpoint
 from model.evaluation import find_test_cases
-from model.images import list_images, read_image
+from model.images import list_images
 from model.metrics import image_auroc
 from model.scoring import image_score, smoothed
 from model.training import fit_scale_weights, load_training_images
-
-
-def per_tap_maps(model, paths: list[Path]) -> list[list[torch.Tensor]]:
-    """Per image, per tap: the unweighted, unblurred map."""
-    maps = []
-    for start in range(0, len(paths), 8):
-        maps.extend(scale_maps(model, [read_image(path) for path in paths[start : start + 8]]))
-    return maps
 
 
 def scores(model, maps: list[list[torch.Tensor]], weights: torch.Tensor) -> np.ndarray:
@@ -72,9 +64,9 @@ def main() -> None:
     folder = Path(training["folder"])
     held_out = set(training["calibration_images"])
     taps = len(model.recipe.taps)
-    calibration_maps = per_tap_maps(model, [folder / name for name in training["calibration_images"]])
+    calibration_maps = scale_maps_of_files(model, [folder / name for name in training["calibration_images"]])
     cases = find_test_cases(args.category)
-    test_maps = per_tap_maps(model, [case.image for case in cases])
+    test_maps = scale_maps_of_files(model, [case.image for case in cases])
     defective = np.array([case.defect_type != "good" for case in cases])
 
     model_weights = model.network.scale_weights.cpu().clone()

@@ -127,12 +127,18 @@ def test_score_command_takes_an_export_folder(small_onnx_export, small_checkpoin
 
 @pytest.mark.parametrize(
     "options",
-    [{"global_branch": True}, {"pixel_scale": 0.5, "image_score": "max"}, {"region": (0.1, 0.2, 0.9, 1.0), "lighting": "levelled"}],
-    ids=["global-branch", "tiles", "region-lighting"],
+    [
+        {"global_branch": True},
+        {"pixel_scale": 0.5, "image_score": "max"},
+        {"region": (0.1, 0.2, 0.9, 1.0), "lighting": "levelled"},
+        {"discrepancy": "standardised", "scale_weighting": "score_spread"},
+    ],
+    ids=["global-branch", "tiles", "region-lighting", "standardised-spread"],
 )
 def test_the_global_branch_and_tiles_export_through_the_gate_and_score_like_their_checkpoint(options, teacher_weights, tmp_path):
-    """Issue 16's options of the recipe, whichever becomes the default: the branch lies inside the
-    exported network; tiles, the region and levelled lighting are done by the one scoring path around it."""
+    """Issue 16's options of the recipe, whichever becomes the default: the branch and the teacher's
+    feature statistics (a standardised discrepancy) lie inside the exported network; tiles, the
+    region and levelled lighting are done by the one scoring path around it."""
     from model.recipe import Recipe, TrainingSettings
     from model.synthetic import write_category
     from model.training import train

@@ -390,6 +390,24 @@ def fit_feature_statistics(network: TeacherStudent, images: list[np.ndarray], de
     network.feature_statistics.copy_(torch.stack([torch.cat(means), torch.cat(spreads)]).to(network.feature_statistics))
 
 
+def tap_image_scores(network: TeacherStudent, images: list[np.ndarray], device: torch.device, precision: str) -> torch.Tensor:
+    """(images, taps) float64: the score each tap's raw map alone gives each whole training image,
+    blurred and scored as the recipe scores, over what the scoring path scores: the fitted input or,
+    with a pixel_scale, every tile of the image stitched back. One crop would not stand for its image:
+    a tiled texture's finest tap varies five times less from crop to crop than from image to image
+    (docs/design.md), and weighting by the crops' spread let that tap drown the others."""
+    recipe, per_image = network.recipe, []
+    with torch.inference_mode(), autocast(device, precision):
+        for image in images:
+            tiles, boxes = tiling.cut_tiles(image, *recipe.input_shape) if recipe.pixel_scale is not None else ([image], [(0, 0)])
+            tile_maps: list[list[torch.Tensor]] = [[] for _ in recipe.taps]
+            for start in range(0, len(tiles), CALIBRATION_BATCH):
+                for tap, maps in enumerate(network.scale_maps(to_network_input(tiles[start : start + CALIBRATION_BATCH], device))):
+                    tile_maps[tap].append(network.blur(maps).float().cpu())
+            per_image.append(torch.stack([image_score(recipe, tiling.stitched(torch.cat(m), boxes, *image.shape[:2])) for m in tile_maps]))
+    return torch.stack(per_image).double()
+
+
 def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device: torch.device, precision: str) -> dict[str, list[float]]:
     """Set the network's scale weights from a sample of good training images and return what they
     rest on: each scale's mean map and the spread (sd) of the image scores its map alone gives.
@@ -402,16 +420,15 @@ def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device:
     held-out ones, scale for scale (docs/design.md), and held-out images stay for calibration."""
     network.eval()
     chosen = statistics_inputs(network.recipe, images)
-    map_means, image_scores = [], []
+    map_means = []
     with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(chosen), CALIBRATION_BATCH):
             maps = network.scale_maps(to_network_input(chosen[start : start + CALIBRATION_BATCH], device))
             map_means.append(torch.stack([m.double().mean(dim=(1, 2)) for m in maps], dim=1).cpu())
-            # The blur is linear and a top-k mean or a maximum scales with its map, so the scores of
-            # raw maps divided by the mean map are those of the mean-normalised maps.
-            image_scores.append(torch.stack([torch.stack([image_score(network.recipe, b) for b in network.blur(m)]) for m in maps], dim=1).double().cpu())
     means = torch.cat(map_means).mean(dim=0)
-    spreads = torch.cat(image_scores).std(dim=0, unbiased=False) / means
+    # The blur is linear and a top-k mean or a maximum scales with its map, so the scores of raw
+    # maps divided by the mean map are those of the mean-normalised maps.
+    spreads = tap_image_scores(network, list(evenly_spaced(images, SCALE_STATISTICS_IMAGES)), device, precision).std(dim=0, unbiased=False) / means
     weights = 1.0 / (len(means) * means)
     if network.recipe.scale_weighting == "score_spread":
         factors = 1.0 / spreads.clamp_min(1e-12)

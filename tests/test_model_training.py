@@ -249,6 +249,26 @@ def test_score_spread_weighting_gives_every_scale_the_same_spread_of_image_score
     assert float((weights["score_spread"] / weights["map_mean"]).mean()) == pytest.approx(1.0, rel=1e-5)
 
 
+def test_a_tiled_models_score_spreads_are_those_of_its_whole_images_through_the_scoring_path():
+    """With tiles, each tap's spread is that of the scores the scoring path gives whole images (every
+    tile stitched), not of one crop each: for a texture those vary several times less."""
+    import torch
+
+    from model.scoring import InspectionModel, TeacherStudent
+    from model.training import fit_scale_weights
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (int(rng.integers(64, 160)), int(rng.integers(64, 160)), 3), dtype=np.uint8) for _ in range(10)]
+    torch.manual_seed(0)
+    recipe = Recipe(input_shape=(64, 64), taps=["relu2_2", "relu3_3"], student_width=0.125, pixel_scale=1.0, scale_weighting="score_spread")
+    network = TeacherStudent(recipe)
+    statistics = fit_scale_weights(network, images, torch.device("cpu"), "fp32")
+    model = InspectionModel.from_network(network, None, "test", "random", torch.device("cpu"), "fp32")
+    for tap, mean in enumerate(statistics["map_means"]):
+        network.scale_weights.copy_(torch.eye(2)[tap] / mean)
+        assert model.raw_scores(images).std() == pytest.approx(statistics["score_spreads"][tap], rel=1e-4)
+
+
 def test_unrelated_images_are_varied_and_drawn_from_the_seed():
     from model.synthetic import unrelated_image
 

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import torch
 
-from bench.tap_weights import score_spread_weights
+from bench.tap_weights import weights_of
 from model.calibration import fit_calibration
 from model.checkpoint import load_checkpoint, read_checkpoint
 from model.evaluation import find_test_cases
@@ -121,7 +121,7 @@ def main() -> None:
     mean_weights = torch.tensor(1.0 / (len(means) * means), dtype=model.network.scale_weights.dtype)
     rules = {
         "map_mean": np.ones_like(spread),
-        "score_spread": (score_spread_weights(model, training_paths) / mean_weights).double().numpy(),
+        "score_spread": (weights_of(model, training_paths, "score_spread") / mean_weights).double().numpy(),
         "crop_spread": 1 / spread,
         "defect_zscore": np.maximum(rise, floor) / spread,
         "defect_lda": np.maximum(rise, floor) / spread**2,

@@ -1,11 +1,11 @@
 """How much each tap's map counts: one trained model's maps re-weighted, no training.
 
-The model weighs its taps so that each scale of a good part's map averages the same (its
-`scale_weights`, the recipe's `scale_weighting: map_mean`). This prints, for those weights, for
-the weights `scale_weighting: score_spread` gives (`model.training.fit_scale_weights` on the
-model's own training images, as training would set them) and for the model's weights times
-factors given per tap (`--weights 1,3,1`): image AUROC and, at a threshold calibrated again on
-the model's held-out images as training does, good parts flagged and defective parts caught.
+This prints, for the model's own weights (its `scale_weights`), for the weights each
+`scale_weighting` gives (`model.training.fit_scale_weights` on the model's own training images,
+as training would set them: `map_mean`, each scale of a good part's map averaging the same;
+`score_spread`, also each by the inverse spread of its image scores) and for the map_mean weights
+times factors given per tap (`--weights 1,3,1`): image AUROC and, at a threshold calibrated again
+on the model's held-out images as training does, good parts flagged and defective parts caught.
 Blur and image score are the model's. For whole-image models without the global branch.
 
     .venv/bin/python bench/tap_weights.py --checkpoint runs/d1000/mvtec_toothbrush-default.pt \
@@ -38,18 +38,20 @@ def scores(model, maps: list[list[torch.Tensor]], weights: torch.Tensor) -> np.n
     )
 
 
-def score_spread_weights(model, training_paths: list[Path]) -> torch.Tensor:
-    """The scale weights training would set with `scale_weighting: score_spread`."""
+def weights_of(model, training_paths: list[Path], weighting: str) -> torch.Tensor:
+    """The scale weights training would set with `scale_weighting: weighting`; the model's own are kept."""
     network = model.network
     images = load_training_images(training_paths, model.recipe, progress=False)[0]
-    kept, network.recipe = network.recipe, model.recipe.model_copy(update={"scale_weighting": "score_spread"})
+    kept = network.recipe, network.scale_weights.clone()
+    network.recipe = model.recipe.model_copy(update={"scale_weighting": weighting})
     try:
         statistics = fit_scale_weights(network, images, model.device, model.precision)
         print(f"training images: scales' mean maps {np.round(statistics['map_means'], 3).tolist()}, "
               f"image-score spreads {np.round(statistics['score_spreads'], 4).tolist()}")
         return network.scale_weights.cpu().clone()
     finally:
-        network.recipe = kept
+        network.recipe = kept[0]
+        network.scale_weights.copy_(kept[1])
 
 
 def main() -> None:
@@ -69,19 +71,20 @@ def main() -> None:
     test_maps = scale_maps_of_files(model, [case.image for case in cases])
     defective = np.array([case.defect_type != "good" for case in cases])
 
-    model_weights = model.network.scale_weights.cpu().clone()
-    variants = {"map_mean (model)": model_weights}
-    variants["score_spread"] = score_spread_weights(model, [path for path in list_images(folder) if path.name not in held_out])
+    training_paths = [path for path in list_images(folder) if path.name not in held_out]
+    variants = {f"model ({model.recipe.scale_weighting})": model.network.scale_weights.cpu().clone()}
+    variants.update({weighting: weights_of(model, training_paths, weighting) for weighting in ("map_mean", "score_spread")})
+    mean_weights = variants["map_mean"]
     for text in args.weights:
-        factors = torch.tensor([float(v) for v in text.split(",")], dtype=model_weights.dtype)
+        factors = torch.tensor([float(v) for v in text.split(",")], dtype=mean_weights.dtype)
         if len(factors) != taps:
             raise SystemExit(f"--weights {text}: {len(factors)} factors for {taps} taps")
-        variants[f"map_mean x {text}"] = model_weights * factors * taps / factors.sum()
+        variants[f"map_mean x {text}"] = mean_weights * factors * taps / factors.sum()
     for name, weights in variants.items():
         threshold = fit_calibration(scores(model, calibration_maps, weights), model.calibration.false_reject_rate).threshold
         test = scores(model, test_maps, weights)
         print(
-            f"{name:>20} (factors on the model's {np.round((weights / model_weights).double().numpy(), 2).tolist()}): "
+            f"{name:>20} (factors on map_mean's {np.round((weights / mean_weights).double().numpy(), 2).tolist()}): "
             f"image AUROC {image_auroc(defective, test):.3f}, good flagged {int((test[~defective] > threshold).sum())}/"
             f"{int((~defective).sum())}, defective caught {int((test[defective] > threshold).sum())}/{int(defective.sum())}",
             flush=True,

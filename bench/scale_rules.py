@@ -41,12 +41,10 @@ from bench.tap_weights import weights_of
 from model.calibration import fit_calibration
 from model.checkpoint import load_checkpoint, read_checkpoint
 from model.evaluation import find_test_cases
-from model.geometry import to_network_input
 from model.images import list_images, read_image
 from model.metrics import image_auroc
-from model.scoring import image_score
 from model.synthetic import unrelated_image
-from model.training import load_training_images, statistics_inputs
+from model.training import load_training_images, statistics_inputs, tap_image_scores
 
 
 RULES = ("map_mean", "score_spread", "crop_spread", "defect_zscore", "defect_lda")
@@ -78,16 +76,6 @@ def generated_defect(view: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def tap_scores(model, views: list[np.ndarray]) -> np.ndarray:
-    """(views, taps): each tap's raw map alone, blurred and scored as the recipe scores."""
-    network, rows = model.network, []
-    with torch.inference_mode():
-        for start in range(0, len(views), 8):
-            maps = network.scale_maps(to_network_input(views[start : start + 8], model.device).float())
-            rows.append(torch.stack([torch.stack([image_score(model.recipe, b) for b in network.blur(m.float())]) for m in maps], dim=1).double())
-    return torch.cat(rows).numpy()
-
-
 def raw_scores(model, images: list[np.ndarray]) -> np.ndarray:
     """The model's raw scores, eight images at a time so that memory stays bounded."""
     return np.concatenate([model.raw_scores(images[start : start + 8]) for start in range(0, len(images), 8)])
@@ -112,8 +100,10 @@ def main() -> None:
     views = statistics_inputs(model.recipe, images)
     rng = np.random.default_rng(args.seed)
     means = np.array(training["scale_means"])
-    good = tap_scores(model, views) / means
-    rise = (tap_scores(model, [generated_defect(view, rng) for view in views]) / means - good).mean(axis=0)
+    # Each view is one input (a crop of a tiled model's image), scored as a whole: its tap scores.
+    good = tap_image_scores(model.network, views, model.device, model.precision).numpy() / means
+    defects = [generated_defect(view, rng) for view in views]
+    rise = (tap_image_scores(model.network, defects, model.device, model.precision).numpy() / means - good).mean(axis=0)
     spread = good.std(axis=0)
     print(f"{len(views)} good training views; per tap: image-score spread over the views {np.round(spread, 4).tolist()}, "
           f"mean rise from a generated defect {np.round(rise, 4).tolist()}")

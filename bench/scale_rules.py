@@ -95,8 +95,7 @@ def main() -> None:
     training = read_checkpoint(args.checkpoint)["training_data"]
     folder = Path(training["folder"])
     held_out = set(training["calibration_images"])
-    training_paths = [path for path in list_images(folder) if path.name not in held_out]
-    images = load_training_images(training_paths, model.recipe, progress=False)[0]
+    images = load_training_images([path for path in list_images(folder) if path.name not in held_out], model.recipe, progress=False)[0]
     views = statistics_inputs(model.recipe, images)
     rng = np.random.default_rng(args.seed)
     means = np.array(training["scale_means"])
@@ -111,7 +110,7 @@ def main() -> None:
     mean_weights = torch.tensor(1.0 / (len(means) * means), dtype=model.network.scale_weights.dtype)
     rules = {
         "map_mean": np.ones_like(spread),
-        "score_spread": (weights_of(model, training_paths, "score_spread") / mean_weights).double().numpy(),
+        "score_spread": (weights_of(model, images, "score_spread") / mean_weights).double().numpy(),
         "crop_spread": 1 / spread,
         "defect_zscore": np.maximum(rise, floor) / spread,
         "defect_lda": np.maximum(rise, floor) / spread**2,

@@ -38,10 +38,10 @@ def scores(model, maps: list[list[torch.Tensor]], weights: torch.Tensor) -> np.n
     )
 
 
-def weights_of(model, training_paths: list[Path], weighting: str) -> torch.Tensor:
-    """The scale weights training would set with `scale_weighting: weighting`; the model's own are kept."""
+def weights_of(model, images: list[np.ndarray], weighting: str) -> torch.Tensor:
+    """The scale weights training would set with `scale_weighting: weighting` from its training
+    `images` as `load_training_images` gives them; the model's own are kept."""
     network = model.network
-    images = load_training_images(training_paths, model.recipe, progress=False)[0]
     kept = network.recipe, network.scale_weights.clone()
     network.recipe = model.recipe.model_copy(update={"scale_weighting": weighting})
     try:
@@ -71,9 +71,9 @@ def main() -> None:
     test_maps = scale_maps_of_files(model, [case.image for case in cases])
     defective = np.array([case.defect_type != "good" for case in cases])
 
-    training_paths = [path for path in list_images(folder) if path.name not in held_out]
+    images = load_training_images([path for path in list_images(folder) if path.name not in held_out], model.recipe, progress=False)[0]
     variants = {f"model ({model.recipe.scale_weighting})": model.network.scale_weights.cpu().clone()}
-    variants.update({weighting: weights_of(model, training_paths, weighting) for weighting in ("map_mean", "score_spread")})
+    variants.update({weighting: weights_of(model, images, weighting) for weighting in ("map_mean", "score_spread")})
     mean_weights = variants["map_mean"]
     for text in args.weights:
         factors = torch.tensor([float(v) for v in text.split(",")], dtype=mean_weights.dtype)

@@ -240,19 +240,10 @@ class InspectionModel:
     def tiled_maps_and_scores(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """With the recipe's pixel_scale: each image scaled, cut into tiles of the input shape,
         the tiles' maps stitched back -> (per image, its map at the scaled size; raw scores (B,))."""
-        height, width = self.recipe.input_shape
-        tiles, layouts = [], []
-        for image in images:
-            at_scale = tiling.scaled(as_seen(image, self.recipe), self.recipe.pixel_scale)
-            image_tiles, boxes = tiling.cut_tiles(at_scale, height, width)
-            layouts.append((len(tiles), boxes, *at_scale.shape[:2]))
-            tiles += image_tiles
-        tile_maps = []
-        for start in range(0, len(tiles), self.TILE_BATCH):
-            batch = to_network_input(tiles[start : start + self.TILE_BATCH], self.device)
-            tile_maps.append(self.runtime.anomaly_maps(batch).float().cpu())
-        all_maps = torch.cat(tile_maps)
-        maps = [tiling.stitched(all_maps[first : first + len(boxes)], boxes, h, w) for first, boxes, h, w in layouts]
+        scaled = [tiling.scaled(as_seen(image, self.recipe), self.recipe.pixel_scale) for image in images]
+        maps = tiling.tiled_maps(
+            scaled, *self.recipe.input_shape, self.TILE_BATCH, lambda tiles: self.runtime.anomaly_maps(to_network_input(tiles, self.device)).float().cpu()
+        )
         return maps, torch.stack([image_score(self.recipe, m) for m in maps])
 
     def content_maps_and_scores(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -10,6 +10,8 @@ a tile is filled by reflection and the filling cut off the map again, as `fit_im
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 import torch
@@ -55,14 +57,29 @@ def cut_tiles(image: np.ndarray, height: int, width: int) -> tuple[list[np.ndarr
 
 
 def stitched(tile_maps: torch.Tensor, boxes: list[tuple[int, int]], height: int, width: int) -> torch.Tensor:
-    """(N,h,w) maps of the tiles of one image -> its (height, width) map, overlaps averaged."""
+    """(N,...,h,w) maps of the tiles of one image -> its (...,height,width) map, overlaps averaged."""
     tile_height, tile_width = tile_maps.shape[-2:]
-    total = torch.zeros(max(height, tile_height), max(width, tile_width), dtype=tile_maps.dtype)
-    counts = torch.zeros_like(total)
+    total = torch.zeros(*tile_maps.shape[1:-2], max(height, tile_height), max(width, tile_width), dtype=tile_maps.dtype)
+    counts = torch.zeros(total.shape[-2:], dtype=tile_maps.dtype)
     for tile_map, (top, left) in zip(tile_maps.cpu(), boxes):
-        total[top : top + tile_height, left : left + tile_width] += tile_map
+        total[..., top : top + tile_height, left : left + tile_width] += tile_map
         counts[top : top + tile_height, left : left + tile_width] += 1
-    return (total / counts)[:height, :width]
+    return (total / counts)[..., :height, :width]
+
+
+def tiled_maps(
+    images: list[np.ndarray], height: int, width: int, batch_size: int, maps_of: Callable[[list[np.ndarray]], torch.Tensor]
+) -> list[torch.Tensor]:
+    """Each (H,W,3) image cut into tiles of height x width, the tiles of all images through
+    `maps_of` (tiles -> (n,...,h,w) maps on the CPU) `batch_size` at a time, so that small images
+    share a forward pass, and each image's maps stitched back: per image, its (...,H,W) map."""
+    tiles, layouts = [], []
+    for image in images:
+        image_tiles, boxes = cut_tiles(image, height, width)
+        layouts.append((len(tiles), boxes, *image.shape[:2]))
+        tiles += image_tiles
+    maps = torch.cat([maps_of(tiles[start : start + batch_size]) for start in range(0, len(tiles), batch_size)])
+    return [stitched(maps[first : first + len(boxes)], boxes, h, w) for first, boxes, h, w in layouts]
 
 
 def random_crop(image: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:

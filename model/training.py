@@ -396,19 +396,16 @@ def tap_image_scores(network: TeacherStudent, images: list[np.ndarray], device: 
     with a pixel_scale, every tile of the image stitched back. One crop would not stand for its image:
     a tiled texture's finest tap varies five times less from crop to crop than from image to image
     (docs/design.md), and weighting by the crops' spread let that tap drown the others."""
-    recipe, tiles, layouts = network.recipe, [], []
-    for image in images:
-        image_tiles, boxes = tiling.cut_tiles(image, *recipe.input_shape) if recipe.pixel_scale is not None else ([image], [(0, 0)])
-        layouts.append((len(tiles), boxes, *image.shape[:2]))
-        tiles += image_tiles
-    tile_maps: list[list[torch.Tensor]] = [[] for _ in recipe.taps]
-    with torch.inference_mode(), autocast(device, precision):
-        for start in range(0, len(tiles), CALIBRATION_BATCH):
-            for tap, maps in enumerate(network.scale_maps(to_network_input(tiles[start : start + CALIBRATION_BATCH], device))):
-                tile_maps[tap].append(network.blur(maps).float().cpu())
-    per_tap = [torch.cat(maps) for maps in tile_maps]
-    scores = [[image_score(recipe, tiling.stitched(m[first : first + len(boxes)], boxes, h, w)) for m in per_tap] for first, boxes, h, w in layouts]
-    return torch.tensor([[float(score) for score in row] for row in scores], dtype=torch.float64)
+    recipe = network.recipe
+
+    def blurred_tap_maps(tiles: list[np.ndarray]) -> torch.Tensor:
+        with torch.inference_mode(), autocast(device, precision):
+            maps = network.scale_maps(to_network_input(tiles, device))
+            return torch.stack([network.blur(m).float().cpu() for m in maps], dim=1)
+
+    # A whole-image model's images are at the input shape already: one tile each, stitched as it is.
+    per_image = tiling.tiled_maps(images, *recipe.input_shape, CALIBRATION_BATCH, blurred_tap_maps)
+    return torch.tensor([[float(image_score(recipe, tap_map)) for tap_map in maps] for maps in per_image], dtype=torch.float64)
 
 
 def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device: torch.device, precision: str) -> dict[str, list[float]]:

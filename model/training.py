@@ -357,14 +357,19 @@ def split_map_normalisation(train_idx: np.ndarray, count: int, rng: np.random.Ge
     return np.sort(order[wanted:]), np.sort(order[:wanted])
 
 
+def statistics_sample(images: list[np.ndarray]) -> list[np.ndarray]:
+    """The fixed sample of training images from which statistics of good parts are taken: the same
+    sample every time, whatever the step."""
+    return list(evenly_spaced(images, SCALE_STATISTICS_IMAGES))
+
+
 def statistics_inputs(recipe: Recipe, images: list[np.ndarray]) -> list[np.ndarray]:
-    """A fixed sample of training images at the input shape (with a pixel_scale, a tile of each)
-    from which statistics of good parts are taken: the same sample every time, whatever the step."""
-    chosen = evenly_spaced(images, SCALE_STATISTICS_IMAGES)
+    """The statistics sample at the input shape (with a pixel_scale, a tile of each image)."""
+    chosen = statistics_sample(images)
     if recipe.pixel_scale is not None:
         rng = np.random.default_rng(0)
         chosen = [tiling.random_crop(image, *recipe.input_shape, rng) for image in chosen]
-    return list(chosen)
+    return chosen
 
 
 def fit_feature_statistics(network: TeacherStudent, images: list[np.ndarray], device: torch.device, precision: str) -> None:
@@ -428,7 +433,7 @@ def fit_scale_weights(network: TeacherStudent, images: list[np.ndarray], device:
     means = torch.cat(map_means).mean(dim=0)
     # The blur is linear and a top-k mean or a maximum scales with its map, so the scores of raw
     # maps divided by the mean map are those of the mean-normalised maps.
-    spreads = tap_image_scores(network, list(evenly_spaced(images, SCALE_STATISTICS_IMAGES)), device, precision).std(dim=0, unbiased=False) / means
+    spreads = tap_image_scores(network, statistics_sample(images), device, precision).std(dim=0, unbiased=False) / means
     weights = 1.0 / (len(means) * means)
     if network.recipe.scale_weighting == "score_spread":
         factors = 1.0 / spreads.clamp_min(1e-12)
